@@ -1,0 +1,35 @@
+# Nexent. `make run` starts the platform, `make test` runs the tests; both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format clean-data help
+
+help:
+	@echo "make run    start web + websockets, Celery worker and beat, with a demo tenant"
+	@echo "make test   run the test suite (real PostgreSQL, Redis, Celery, Channels)"
+	@echo "make lint   ruff check and format check"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m nexent_site.devstack run
+
+test: $(STAMP)
+	$(PY) -m nexent_site.devstack test $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean-data:
+	rm -rf .data

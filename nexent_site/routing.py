@@ -1,0 +1,9 @@
+"""Websocket routes. Every route sits behind `TenantWebsocketMiddleware` (see asgi.py)."""
+
+from django.urls import path
+
+from tenants.consumers import SessionStatusConsumer
+
+websocket_urlpatterns = [
+    path("ws/status/", SessionStatusConsumer.as_asgi()),
+]

@@ -1,0 +1,219 @@
+"""Nexent settings: one module, every difference between environments comes from environment variables.
+
+Each variable is listed with a comment in `.env.example`. When DATABASE_URL / REDIS_URL are unset, the
+embedded services started by `nexent_site.devstack` write their URLs to `.data/services.env`, which is
+read here as a fallback so that `manage.py` works beside a running `make run`.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = BASE_DIR / ".data"
+
+env = environ.Env()
+# Values already in the environment always win over these files.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+environ.Env.read_env(DATA_DIR / "services.env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    # A stable per-checkout key for development; production must set SECRET_KEY (checked in tenants.checks).
+    _key_file = DATA_DIR / "secret_key"
+    if _key_file.exists():
+        SECRET_KEY = _key_file.read_text().strip()
+    else:
+        from django.core.management.utils import get_random_secret_key
+
+        DATA_DIR.mkdir(exist_ok=True)
+        SECRET_KEY = get_random_secret_key()
+        _key_file.write_text(SECRET_KEY)
+        _key_file.chmod(0o600)
+
+NEXENT_BASE_DOMAIN = env.str("NEXENT_BASE_DOMAIN", default="localhost")
+NEXENT_PORT = env.int("NEXENT_PORT", default=8000)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[NEXENT_BASE_DOMAIN, f".{NEXENT_BASE_DOMAIN}", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[f"http://*.{NEXENT_BASE_DOMAIN}:{NEXENT_PORT}", f"http://{NEXENT_BASE_DOMAIN}:{NEXENT_PORT}"],
+)
+
+# --- Applications -------------------------------------------------------------------------------
+# Users, sessions and the admin log live in *every* schema: platform staff in `public`, each tenant's
+# own users in its schema. A user of tenant A therefore does not exist in tenant B's schema at all.
+SHARED_APPS = [
+    "django_tenants",
+    "daphne",
+    "tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "channels",
+    "accounts",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "accounts",
+    "agents",
+    "knowledge",
+    "conversations",
+    "files",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_URLCONF = "nexent_site.urls_public"
+ROOT_URLCONF = "nexent_site.urls_tenants"
+SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+DEFAULT_NOT_FOUND_TENANT_VIEW = "tenants.views.unknown_host"
+RESERVED_TENANT_SLUGS = env.list(
+    "RESERVED_TENANT_SLUGS",
+    default=[
+        "public", "www", "admin", "api", "app", "mail", "smtp", "ftp", "static", "media", "assets", "cdn",
+        "ws", "wss", "mcp", "v1", "docs", "status", "health", "healthz", "help", "support", "billing",
+        "login", "auth", "root", "system", "nexent", "localhost", "test", "default", "information_schema",
+    ],
+)
+
+MIDDLEWARE = [
+    "nexent_site.health.HealthCheckMiddleware",
+    "django_tenants.middleware.main.TenantMainMiddleware",
+    "tenants.middleware.SuspendedTenantMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "nexent_site.asgi.application"
+
+# --- Data stores --------------------------------------------------------------------------------
+DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/nexent")}
+DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        # Cache keys are prefixed with the schema, so no tenant reads another's cache entries.
+        "KEY_FUNCTION": "django_tenants.cache.make_key",
+        "REVERSE_KEY_FUNCTION": "django_tenants.cache.reverse_key",
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="nexent"),
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # redis-py 8's 5 s socket timeout equals the layer's 5 s blocking receive: raise it (see NOTES.md).
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "max_connections": 1000}],
+            "prefix": env.str("CHANNEL_LAYER_PREFIX", default="nexent"),
+            # group_send drops messages silently past capacity; size it for streams in flight.
+            "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=5000),
+            "expiry": 60,
+        },
+    }
+}
+
+# --- Celery ---------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="nexent")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The tenant is looked up again for every task so that a suspension takes effect at once.
+CELERY_TASK_TENANT_CACHE_SECONDS = 0
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
+}
+
+# --- Auth -------------------------------------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.User"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Sessions are stored per schema (django.contrib.sessions is a tenant app) and cookies are host-only,
+# so a session of tenant A means nothing on tenant B's domain.
+SESSION_COOKIE_NAME = "nexent_session"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- I18n / static --------------------------------------------------------------------------------
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Health ---------------------------------------------------------------------------------------
+SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="postgres")
+ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+HEALTH_CELERY_TIMEOUT = env.float("HEALTH_CELERY_TIMEOUT", default=1.5)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,133 @@
+"""Tenant context outside HTTP, in one place.
+
+django-tenants resolves the tenant for HTTP requests only (`TenantMainMiddleware`). Everything else goes
+through this module:
+
+- websockets: `TenantWebsocketMiddleware` maps the Host header to a tenant, refuses unknown hosts and
+  suspended tenants, and loads the session and user from *that tenant's* schema;
+- database work from async code: `run_in_tenant` enters the schema inside the worker thread, because
+  each `database_sync_to_async` hop may land on a connection that is set to another schema;
+- Celery: `TenantTask` (the default task class of `nexent_site.celery.app`) runs each task in the schema
+  that enqueued it and refuses to run anything for a suspended tenant;
+- management commands: `tenant_command_context` enters a tenant given its slug, with a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from channels.auth import AuthMiddleware, get_user
+from channels.db import database_sync_to_async
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.core.management.base import CommandError
+from django.db import connection
+from django_tenants.utils import get_public_schema_name, remove_www, schema_context, tenant_context
+from tenant_schemas_celery.task import TenantTask as SchemaTenantTask
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Websocket close codes sent before accepting, so clients can tell why they were refused.
+WS_CLOSE_UNKNOWN_HOST = 4404
+WS_CLOSE_SUSPENDED = 4403
+
+
+class TenantSuspendedError(Exception):
+    """Raised when work is attempted for a suspended tenant."""
+
+
+def tenant_for_host(host: str) -> Tenant | None:
+    """The tenant serving `host` (a Host header value, port allowed), or None. Reads the public schema."""
+    from tenants.models import Domain
+
+    hostname = remove_www(host.split(":")[0].strip().lower())
+    if not hostname:
+        return None
+    with schema_context(get_public_schema_name()):
+        domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+    return domain.tenant if domain else None
+
+
+async def run_in_tenant(tenant: Tenant, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run the sync `func` in a database thread, inside `tenant`'s schema."""
+
+    def call() -> T:
+        with tenant_context(tenant):
+            return func(*args, **kwargs)
+
+    return await database_sync_to_async(call)()
+
+
+class _TenantAuthMiddleware(AuthMiddleware):
+    """channels' AuthMiddleware, but the session and user are read from the scope tenant's schema."""
+
+    async def resolve_scope(self, scope: dict) -> None:
+        scope["user"]._wrapped = await run_in_tenant(scope["tenant"], get_user.func, scope)
+
+
+class TenantWebsocketMiddleware:
+    """ASGI middleware for websocket scopes: sets `scope["tenant"]`, `scope["session"]` and `scope["user"]`.
+
+    Unknown hosts and the public (platform) domain are refused with close code 4404, suspended tenants with
+    4403, before the connection is accepted.
+    """
+
+    def __init__(self, inner: Callable) -> None:
+        self.inner = CookieMiddleware(SessionMiddleware(_TenantAuthMiddleware(inner)))
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        tenant = await database_sync_to_async(tenant_for_host)(host)
+        if tenant is None or tenant.schema_name == get_public_schema_name():
+            return await _refuse(receive, send, WS_CLOSE_UNKNOWN_HOST)
+        if not tenant.is_active:
+            return await _refuse(receive, send, WS_CLOSE_SUSPENDED)
+        return await self.inner(dict(scope, tenant=tenant), receive, send)
+
+
+async def _refuse(receive: Callable, send: Callable, code: int) -> None:
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": code})
+
+
+class TenantTask(SchemaTenantTask):
+    """Base class of every Nexent task: runs in the enqueuing tenant's schema, never for a suspended one."""
+
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if connection.schema_name != get_public_schema_name():
+            tenant = connection.tenant
+            if not tenant.is_active:
+                logger.warning("refusing task %s: tenant %s is suspended", self.name, tenant.schema_name)
+                raise TenantSuspendedError(f"tenant {tenant.schema_name!r} is suspended; task {self.name} not run")
+        return super().__call__(*args, **kwargs)
+
+
+def tenant_by_slug(slug: str, *, allow_suspended: bool = False) -> Tenant:
+    """The tenant with this slug, or CommandError with a message a shell user can act on."""
+    from tenants.models import Tenant
+
+    with schema_context(get_public_schema_name()):
+        tenant = Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(schema_name=slug).first()
+    if tenant is None:
+        raise CommandError(f"No tenant with slug {slug!r}. List tenants in the platform admin.")
+    if not tenant.is_active and not allow_suspended:
+        raise CommandError(f"Tenant {slug!r} is suspended.")
+    return tenant
+
+
+@contextmanager
+def tenant_command_context(slug: str, *, allow_suspended: bool = False) -> Iterator[Tenant]:
+    """For management commands: enter the schema of the tenant `slug` for the duration of the block."""
+    tenant = tenant_by_slug(slug, allow_suspended=allow_suspended)
+    with tenant_context(tenant):
+        yield tenant

@@ -1,0 +1,37 @@
+import json
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+
+class SessionStatusConsumer(AsyncJsonWebsocketConsumer):
+    """`/ws/status/`: tells a page which tenant and user its socket belongs to, and answers pings.
+
+    Pages use it to check that live updates work before they depend on them.
+    """
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope["user"]
+        tenant = self.scope["tenant"]
+        await self.send_json(
+            {
+                "type": "session",
+                "tenant": tenant.schema_name,
+                "user": user.email if user.is_authenticated else None,
+                "role": getattr(user, "role", None) if user.is_authenticated else None,
+            }
+        )
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+        else:
+            await self.send_json({"type": "error", "code": "bad_frame", "message": "expected {\"type\": \"ping\"}"})
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return json.loads(text_data)
+        except ValueError:
+            return None

@@ -1,0 +1,27 @@
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from tenants.middleware import wants_json
+
+
+@require_GET
+def landing(request: HttpRequest) -> HttpResponse:
+    """The platform's public page on the base domain."""
+    return render(request, "public/landing.html")
+
+
+@login_required
+@require_GET
+def tenant_home(request: HttpRequest) -> HttpResponse:
+    """A tenant's start page for its logged-in users (the chat pages build on it)."""
+    return render(request, "tenants/home.html", {"tenant": request.tenant})
+
+
+def unknown_host(request: HttpRequest) -> HttpResponse:
+    """No tenant serves this host name: a plain 404, never a stack trace, and no hint of which tenants exist."""
+    host = request.get_host().split(":")[0]
+    if wants_json(request):
+        return JsonResponse({"error": {"code": "unknown_host", "message": f"No organisation at {host}."}}, status=404)
+    return render(request, "tenants/unknown_host.html", {"host": host}, status=404)
