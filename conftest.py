@@ -1,0 +1,206 @@
+"""Shared fixtures. Tests talk to real PostgreSQL, Redis, Celery workers and Channels consumers.
+
+The session creates, once, the platform row and three tenants in the test database (committed, so that
+worker processes and consumer threads see them): `alpha` and `beta` (active) and `gamma` (suspended),
+each with an owner `owner@<slug>.test`.
+
+Most tests use `@pytest.mark.django_db`: each runs in a transaction that is rolled back, schema changes
+included. Code that runs on another connection (a consumer's database thread, a Celery worker) only
+sees committed rows: create those with the `committed` fixture, which writes from a separate thread and
+deletes what it made afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.conf import settings
+from django.db import connection, connections
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
+
+T = TypeVar("T")
+PASSWORD = "Correct-Horse-Battery-9"
+TENANT_SLUGS = ("alpha", "beta", "gamma")
+BASE_DIR = Path(__file__).resolve().parent
+
+# Fast hashing in the test process; the behaviour under test does not depend on the hasher.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def owner_email(slug: str) -> str:
+    return f"owner@{slug}.test"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    from tenants.models import Tenant
+    from tenants.services import platform_tenant_ensure, tenant_create, tenant_suspend
+
+    with django_db_blocker.unblock():
+        platform_tenant_ensure()
+        for slug in TENANT_SLUGS:
+            tenant = tenant_create(
+                slug=slug, name=f"{slug.title()} Inc", owner_email=owner_email(slug), owner_password=PASSWORD
+            )
+        tenant_suspend(tenant=Tenant.objects.get(schema_name="gamma"), reason="test fixture")
+        connection.set_schema_to_public()
+    yield
+    # Consumer threads run in contexts of their own and may keep a connection open; end them so the
+    # test database can be dropped.
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _public_schema_after_test() -> Iterator[None]:
+    yield
+    connection.set_schema_to_public()
+
+
+def _tenant(django_db_blocker: Any, slug: str) -> Any:
+    from tenants.models import Tenant
+
+    with django_db_blocker.unblock(), schema_context(get_public_schema_name()):
+        return Tenant.objects.get(schema_name=slug)
+
+
+@pytest.fixture
+def tenant_a(django_db_setup: None, django_db_blocker: Any) -> Any:
+    return _tenant(django_db_blocker, "alpha")
+
+
+@pytest.fixture
+def tenant_b(django_db_setup: None, django_db_blocker: Any) -> Any:
+    return _tenant(django_db_blocker, "beta")
+
+
+@pytest.fixture
+def suspended_tenant(django_db_setup: None, django_db_blocker: Any) -> Any:
+    return _tenant(django_db_blocker, "gamma")
+
+
+def host_of(tenant: Any) -> str:
+    return f"{tenant.schema_name}.{settings.NEXENT_BASE_DOMAIN}"
+
+
+class Committed:
+    """Runs ORM work on its own connection in another thread, so it is committed at once and visible to
+    worker processes and consumer threads; undo callbacks run at teardown, newest first."""
+
+    def __init__(self, django_db_blocker: Any) -> None:
+        self._blocker = django_db_blocker
+        self._undo: list[tuple[Any, Callable[[], None]]] = []
+
+    def run(self, tenant: Any, func: Callable[[], T]) -> T:
+        def call() -> T:
+            try:
+                with self._blocker.unblock(), tenant_context(tenant):
+                    return func()
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(call).result()
+
+    def on_teardown(self, tenant: Any, undo: Callable[[], None]) -> None:
+        self._undo.append((tenant, undo))
+
+    def user(self, tenant: Any, *, email: str, role: str = "member") -> Any:
+        from accounts.models import User
+        from accounts.services import user_create
+
+        user = self.run(tenant, lambda: user_create(email=email, password=PASSWORD, role=role))
+        self.on_teardown(tenant, lambda: User.objects.filter(pk=user.pk).delete())
+        return user
+
+    def session_cookie(self, tenant: Any, email: str) -> str:
+        """A logged-in session for `email` in `tenant`'s schema; returns the session key."""
+        from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+        from django.contrib.sessions.backends.db import SessionStore
+
+        from accounts.models import User
+
+        def make() -> str:
+            user = User.objects.get(email=email)
+            store = SessionStore()
+            store[SESSION_KEY] = str(user.pk)
+            store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+            store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+            store.create()
+            return store.session_key
+
+        key = self.run(tenant, make)
+        self.on_teardown(tenant, lambda: SessionStore(session_key=key).delete())
+        return key
+
+    def teardown(self) -> None:
+        for tenant, undo in reversed(self._undo):
+            self.run(tenant, undo)
+
+
+@pytest.fixture
+def committed(django_db_setup: None, django_db_blocker: Any) -> Iterator[Committed]:
+    helper = Committed(django_db_blocker)
+    yield helper
+    helper.teardown()
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None) -> Iterator[dict]:
+    """A real Celery worker process on the test database and real Redis, consuming a queue of its own."""
+    from nexent_site.celery import app
+
+    queue = f"nexent-test-{uuid.uuid4().hex[:8]}"
+    hostname = f"test-{queue}@%h"
+    app.conf.task_default_queue = queue
+    env = dict(os.environ, DATABASE_URL=_database_url(), REDIS_URL=settings.REDIS_URL, CELERY_QUEUE=queue)
+    log_path = Path(settings.DATA_DIR) / f"{queue}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "nexent_site", "worker", "--pool", "prefork", "--concurrency", "2",
+         "--queues", queue, "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        expanded = hostname.replace("%h", socket.gethostname())
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"Celery worker exited with {process.returncode}:\n{log_path.read_text()}")
+            if app.control.ping(destination=[expanded], timeout=0.5):
+                break
+        else:
+            raise RuntimeError(f"Celery worker did not answer within 60 s:\n{log_path.read_text()}")
+        yield {"queue": queue, "hostname": expanded, "process": process, "log": log_path}
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log_file.close()
+        log_path.unlink(missing_ok=True)
+
