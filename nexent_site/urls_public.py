@@ -6,7 +6,7 @@ from nexent_site.admin_sites import platform_admin_site
 from tenants import views
 
 urlpatterns = [
-    path("", views.landing, name="landing"),
+    path("", views.landing, name="home"),
     path("admin/", platform_admin_site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
