@@ -49,9 +49,7 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
     with django_db_blocker.unblock():
         platform_tenant_ensure()
         for slug in TENANT_SLUGS:
-            tenant = tenant_create(
-                slug=slug, name=f"{slug.title()} Inc", owner_email=owner_email(slug), owner_password=PASSWORD
-            )
+            tenant_create(slug=slug, name=f"{slug.title()} Inc", owner_email=owner_email(slug), owner_password=PASSWORD)
         tenant_suspend(tenant=Tenant.objects.get(schema_name="gamma"), reason="test fixture")
         connection.set_schema_to_public()
     yield
@@ -177,8 +175,26 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
     log_path.parent.mkdir(exist_ok=True)
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "nexent_site", "worker", "--pool", "prefork", "--concurrency", "2",
-         "--queues", queue, "--hostname", hostname, "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "nexent_site",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            "2",
+            "--queues",
+            queue,
+            "--hostname",
+            hostname,
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
         cwd=BASE_DIR,
         env=env,
         stdout=log_file,
@@ -203,4 +219,3 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
             process.kill()
         log_file.close()
         log_path.unlink(missing_ok=True)
-

@@ -42,7 +42,9 @@ class TenantUserAdmin(_BaseUserAdmin):
         return super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
-        if obj is not None and (obj.pk == request.user.pk or (obj.role == User.Role.OWNER and not self._is_owner(request))):
+        if obj is not None and (
+            obj.pk == request.user.pk or (obj.role == User.Role.OWNER and not self._is_owner(request))
+        ):
             return False
         return super().has_delete_permission(request, obj)
 

@@ -44,7 +44,9 @@ class UserChangeForm(DjangoUserChangeForm):
             return data
         original = User.objects.get(pk=self.instance.pk)
         try:
-            user_change_validate(user=original, role=data.get("role", original.role), is_active=data.get("is_active", True))
+            user_change_validate(
+                user=original, role=data.get("role", original.role), is_active=data.get("is_active", True)
+            )
         except ValidationError as exc:
             for field, messages in exc.message_dict.items():
                 self.add_error(field, messages)

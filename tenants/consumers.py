@@ -27,7 +27,7 @@ class SessionStatusConsumer(AsyncJsonWebsocketConsumer):
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})
         else:
-            await self.send_json({"type": "error", "code": "bad_frame", "message": "expected {\"type\": \"ping\"}"})
+            await self.send_json({"type": "error", "code": "bad_frame", "message": 'expected {"type": "ping"}'})
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:

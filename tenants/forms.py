@@ -3,8 +3,8 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from accounts.services import user_validate_new
 from accounts.models import User
+from accounts.services import user_validate_new
 from tenants.models import Tenant
 from tenants.services import tenant_validate_new
 
@@ -44,4 +44,3 @@ class TenantCreationForm(forms.ModelForm):
                 for field, messages in exc.message_dict.items():
                     self.add_error(f"owner_{field}", messages)
         return data
-

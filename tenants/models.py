@@ -3,7 +3,6 @@ from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
 
-
 class Tenant(TenantMixin):
     """An isolated organisation: one PostgreSQL schema named by its slug, reached at `<slug>.<base domain>`.
 

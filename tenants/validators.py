@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 SLUG_MAX_LENGTH = 32
-SLUG_RE = re.compile(r"^[a-z](?:[a-z0-9-]{0,%d}[a-z0-9])?$" % (SLUG_MAX_LENGTH - 2))
+SLUG_RE = re.compile(rf"^[a-z](?:[a-z0-9-]{{0,{SLUG_MAX_LENGTH - 2}}}[a-z0-9])?$")
 
 
 def validate_tenant_slug(value: str) -> None:
@@ -19,4 +19,6 @@ def validate_tenant_slug(value: str) -> None:
             params={"max": SLUG_MAX_LENGTH},
         )
     if value in settings.RESERVED_TENANT_SLUGS or value.startswith("pg"):
-        raise ValidationError("“%(slug)s” is reserved; choose another slug.", code="reserved_slug", params={"slug": value})
+        raise ValidationError(
+            "“%(slug)s” is reserved; choose another slug.", code="reserved_slug", params={"slug": value}
+        )

@@ -85,8 +85,13 @@ def test_owner_adds_a_user_in_the_tenant_admin(client: Client, tenant_a: Tenant,
     login(client, tenant_a, owner_email("alpha"))
     response = client.post(
         "/admin/accounts/user/add/",
-        {"email": "New@Example.com", "full_name": "New Person", "role": "admin",
-         "password1": PASSWORD, "password2": PASSWORD},
+        {
+            "email": "New@Example.com",
+            "full_name": "New Person",
+            "role": "admin",
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
         HTTP_HOST=host_of(tenant_a),
     )
     assert response.status_code == 302, response.context["adminform"].form.errors

@@ -22,8 +22,13 @@ def staff_client(client: Client) -> Client:
 
 def add_tenant(client: Client, **overrides: str) -> object:
     data = {
-        "schema_name": "viaadmin", "name": "Via Admin", "owner_email": "owner@viaadmin.test",
-        "owner_password": PASSWORD, "max_users": "10", "max_storage_bytes": "1000", "monthly_token_budget": "5000",
+        "schema_name": "viaadmin",
+        "name": "Via Admin",
+        "owner_email": "owner@viaadmin.test",
+        "owner_password": PASSWORD,
+        "max_users": "10",
+        "max_storage_bytes": "1000",
+        "monthly_token_budget": "5000",
         **overrides,
     }
     return client.post("/admin/tenants/tenant/add/", data, **PLATFORM)

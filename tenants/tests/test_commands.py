@@ -18,8 +18,18 @@ from tenants.models import Tenant
 def test_tenant_create_command_creates_a_working_tenant() -> None:
     out = io.StringIO()
     call_command(
-        "tenant_create", "--slug", "cmdco", "--name", "Cmd Co", "--owner-email", "o@cmdco.test",
-        "--owner-password", PASSWORD, "--max-users", "3", stdout=out,
+        "tenant_create",
+        "--slug",
+        "cmdco",
+        "--name",
+        "Cmd Co",
+        "--owner-email",
+        "o@cmdco.test",
+        "--owner-password",
+        PASSWORD,
+        "--max-users",
+        "3",
+        stdout=out,
     )
     assert "http://cmdco.localhost:8000/" in out.getvalue()
     tenant = Tenant.objects.get(schema_name="cmdco")
@@ -29,17 +39,23 @@ def test_tenant_create_command_creates_a_working_tenant() -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("slug", "message"), [("Bad_Slug", "slug: Use 1-32 lowercase"), ("www", "slug: “www” is reserved")])
+@pytest.mark.parametrize(
+    ("slug", "message"), [("Bad_Slug", "slug: Use 1-32 lowercase"), ("www", "slug: “www” is reserved")]
+)
 def test_tenant_create_command_reports_a_field_error(slug: str, message: str) -> None:
     with pytest.raises(CommandError) as excinfo:
-        call_command("tenant_create", "--slug", slug, "--name", "X", "--owner-email", "o@x.test", "--owner-password", PASSWORD)
+        call_command(
+            "tenant_create", "--slug", slug, "--name", "X", "--owner-email", "o@x.test", "--owner-password", PASSWORD
+        )
     assert message in str(excinfo.value)
     assert not Tenant.objects.filter(schema_name=slug).exists()
 
 
 @pytest.mark.django_db
 def test_user_create_command_adds_a_user_with_a_role(tenant_a: Tenant, tenant_b: Tenant) -> None:
-    call_command("user_create", "--tenant", "alpha", "--email", "Ann@Alpha.test", "--role", "admin", "--password", PASSWORD)
+    call_command(
+        "user_create", "--tenant", "alpha", "--email", "Ann@Alpha.test", "--role", "admin", "--password", PASSWORD
+    )
     with tenant_context(tenant_a):
         ann = User.objects.get(email="ann@alpha.test")
         assert (ann.role, ann.is_staff) == ("admin", True)

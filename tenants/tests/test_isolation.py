@@ -11,9 +11,7 @@ from tenants.models import Tenant
 
 
 def login(client: Client, tenant: Tenant, email: str, password: str = PASSWORD) -> int:
-    response = client.post(
-        "/accounts/login/", {"username": email, "password": password}, HTTP_HOST=host_of(tenant)
-    )
+    response = client.post("/accounts/login/", {"username": email, "password": password}, HTTP_HOST=host_of(tenant))
     return response.status_code
 
 

@@ -107,14 +107,11 @@ def test_a_worker_refuses_tasks_of_a_suspended_tenant(celery_worker: dict, suspe
 def test_command_context_enters_the_tenant_and_refuses_bad_slugs(tenant_a: Tenant, suspended_tenant: Tenant) -> None:
     with tenant_command_context("alpha"):
         assert connection.schema_name == "alpha"
-    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
-        with tenant_command_context("nope"):
-            pass
-    with pytest.raises(CommandError, match="No tenant"):
-        with tenant_command_context("public"):
-            pass
-    with pytest.raises(CommandError, match="suspended"):
-        with tenant_command_context("gamma"):
-            pass
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"), tenant_command_context("nope"):
+        pass
+    with pytest.raises(CommandError, match="No tenant"), tenant_command_context("public"):
+        pass
+    with pytest.raises(CommandError, match="suspended"), tenant_command_context("gamma"):
+        pass
     with tenant_command_context("gamma", allow_suspended=True):
         assert connection.schema_name == "gamma"

@@ -36,4 +36,3 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(format_validation_error(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Created tenant {tenant.schema_name}: {tenant.url()}"))
-
