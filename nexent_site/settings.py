@@ -32,6 +32,11 @@ if not SECRET_KEY:
         _key_file.write_text(SECRET_KEY)
         _key_file.chmod(0o600)
 
+# Secrets stored in the database (model and MCP keys) are encrypted with Fernet keys derived from
+# SECRET_KEY (and SECRET_KEY_FALLBACKS, for rotation) and this salt.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+SALT_KEY = env.list("NEXENT_ENCRYPTION_SALT", default=["nexent-secrets-v1"])
+
 NEXENT_BASE_DOMAIN = env.str("NEXENT_BASE_DOMAIN", default="localhost")
 NEXENT_PORT = env.int("NEXENT_PORT", default=8000)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[NEXENT_BASE_DOMAIN, f".{NEXENT_BASE_DOMAIN}", "testserver"])

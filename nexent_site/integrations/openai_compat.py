@@ -1,0 +1,148 @@
+"""One small interface to every remote model: chat, embeddings and rerank over the OpenAI-compatible
+HTTP protocol (OpenAI, DeepSeek, DashScope, SiliconFlow, vLLM, Ollama, llama.cpp, the bundled local ones).
+
+Failures surface as `ProviderError` with a message an operator can act on; keys never appear in it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+PING_MESSAGE = "Reply with the single word: pong"
+
+
+class ProviderError(Exception):
+    """A model call failed. `message` is readable and safe to store and show (no secrets)."""
+
+    def __init__(self, message: str, *, code: str = "provider_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    kind: str
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    timeout_s: float = 60.0
+    headers: dict[str, str] = field(default_factory=dict)
+    dimension: int | None = None
+
+    @classmethod
+    def from_provider(cls, provider: Any) -> ProviderConfig:
+        return cls(
+            kind=provider.kind,
+            base_url=provider.base_url,
+            model=provider.model_name,
+            api_key=provider.api_key or "",
+            timeout_s=provider.timeout_s,
+            headers=dict(provider.extra_headers or {}),
+            dimension=provider.dimension,
+        )
+
+
+def client_for(config: ProviderConfig) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=config.base_url,
+        api_key=config.api_key or "not-needed",
+        timeout=config.timeout_s,
+        max_retries=0,
+        default_headers=config.headers or None,
+    )
+
+
+def describe_error(exc: BaseException, config: ProviderConfig) -> ProviderError:
+    """Turn a client exception into a ProviderError with a readable reason."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(f"timed out after {config.timeout_s:g}s waiting for {config.base_url}", code="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return ProviderError(f"cannot connect to {config.base_url}: {type(cause).__name__}", code="unreachable")
+    if isinstance(exc, openai.AuthenticationError):
+        return ProviderError(f"authentication failed (401): {_status_text(exc)}", code="unauthorized")
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError(f"rate limited (429): {_status_text(exc)}", code="rate_limited")
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(f"HTTP {exc.status_code} from provider: {_status_text(exc)}", code="http_error")
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | KeyError | TypeError):
+        return ProviderError(f"malformed response from provider: {str(exc)[:200]}", code="malformed")
+    return ProviderError(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _status_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:300]
+        if isinstance(error, str):
+            return error[:300]
+    return str(exc.message)[:300]
+
+
+def chat_ping(config: ProviderConfig) -> str:
+    """One real, tiny chat completion. Returns the model's text."""
+    try:
+        response = client_for(config).chat.completions.create(
+            model=config.model, messages=[{"role": "user", "content": PING_MESSAGE}], max_tokens=5, temperature=0
+        )
+        return response.choices[0].message.content or ""
+    except Exception as exc:
+        raise describe_error(exc, config) from None
+
+
+def embed(config: ProviderConfig, texts: Sequence[str]) -> list[list[float]]:
+    """Embeddings for `texts`, in order. Checks the dimension against `config.dimension` when set."""
+    try:
+        response = client_for(config).embeddings.create(model=config.model, input=list(texts))
+        vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+    except Exception as exc:
+        raise describe_error(exc, config) from None
+    if len(vectors) != len(texts) or any(not isinstance(v, list) or not v for v in vectors):
+        raise ProviderError(f"malformed response: {len(vectors)} embeddings for {len(texts)} inputs", code="malformed")
+    dims = {len(vector) for vector in vectors}
+    if len(dims) != 1:
+        raise ProviderError(f"malformed response: embeddings of different sizes {sorted(dims)}", code="malformed")
+    if config.dimension and dims != {config.dimension}:
+        raise ProviderError(
+            f"embedding has {dims.pop()} dimensions, expected {config.dimension}", code="dimension_mismatch"
+        )
+    return vectors
+
+
+def rerank(config: ProviderConfig, query: str, documents: Sequence[str]) -> list[float]:
+    """Relevance scores for `documents` (the `/rerank` endpoint of Jina, Cohere-compatible, vLLM, SiliconFlow)."""
+    client = client_for(config)
+    try:
+        response = client.post(
+            "/rerank",
+            body={"model": config.model, "query": query, "documents": list(documents)},
+            cast_to=object,
+        )
+        scores = [0.0] * len(documents)
+        for item in response["results"]:
+            scores[int(item["index"])] = float(item["relevance_score"])
+        return scores
+    except Exception as exc:
+        raise describe_error(exc, config) from None
+
+
+def provider_probe(config: ProviderConfig) -> dict[str, Any]:
+    """The connectivity test: a real call of the provider's kind. Returns facts learned (e.g. dimension)."""
+    if config.kind == "embedding":
+        vectors = embed(ProviderConfig(**{**config.__dict__, "dimension": None}), ["connectivity test"])
+        return {"dimension": len(vectors[0])}
+    if config.kind == "rerank":
+        rerank(config, "connectivity test", ["a document"])
+        return {}
+    chat_ping(config)
+    return {}

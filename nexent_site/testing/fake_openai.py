@@ -1,0 +1,301 @@
+"""A local OpenAI-compatible HTTP server that stands in for *external* model providers in tests and
+benchmarks. It speaks the real protocol over real HTTP: chat completions (JSON and SSE streaming, tool
+calls, usage), embeddings, rerank and model listing, with scripted replies and failures.
+
+    server = FakeOpenAI(); server.start()
+    server.script(Reply(content="Hello"), Reply(tool_calls=[ToolCallSpec("calculator", {"expression": "2+2"})]))
+    ... OpenAI(base_url=server.base_url, api_key="x") ...
+    server.stop()
+
+Without a script, chat answers "echo: <last user text>" (as a `final_answer` tool call when tools are
+offered), so any agent run completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class ToolCallSpec:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Reply:
+    """One scripted answer to a chat completion request."""
+
+    content: str = ""
+    tool_calls: list[ToolCallSpec] = field(default_factory=list)
+    status: int = 200  # non-200: an error response in OpenAI's format
+    error_message: str = "scripted failure"
+    delay_s: float = 0.0  # before the first byte
+    token_gap_s: float | None = None  # between streamed chunks (default: the server's)
+    malformed: bool = False  # a 200 whose body is not valid JSON / SSE
+    fail_after_chunks: int | None = None  # streaming: drop the connection after this many chunks
+
+
+def _words(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [part + (" " if i < len(parts) - 1 else "") for i, part in enumerate(parts)]
+
+
+def fake_embedding(text: str, dimension: int) -> list[float]:
+    """Deterministic unit vector from the text's words, so similar texts get similar vectors."""
+    vector = [0.0] * dimension
+    for word in text.lower().split():
+        digest = hashlib.sha256(word.strip(".,!?;:").encode()).digest()
+        for i in range(0, 8, 2):
+            vector[int.from_bytes(digest[i : i + 2], "big") % dimension] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._send_json(status, {"error": {"message": message, "type": kind, "code": None, "param": None}})
+
+    def _authorized(self) -> bool:
+        fake = self.server.fake
+        if fake.api_key is None:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {fake.api_key}":
+            return True
+        self._error(401, "Incorrect API key provided.", "invalid_api_key")
+        return False
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            return
+        if self.path.rstrip("/").endswith("/models"):
+            self._send_json(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+        else:
+            self._error(404, f"no route {self.path}")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._error(400, "invalid JSON body")
+            return
+        fake = self.server.fake
+        fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        if not self._authorized():
+            return
+        if self.path.endswith("/chat/completions"):
+            self._chat(body)
+        elif self.path.endswith("/embeddings"):
+            self._embeddings(body)
+        elif self.path.endswith("/rerank"):
+            self._rerank(body)
+        else:
+            self._error(404, f"no route {self.path}")
+
+    # --- chat ----------------------------------------------------------------------------------------
+    def _chat(self, body: dict) -> None:
+        fake = self.server.fake
+        reply = fake.next_reply(body)
+        if reply.delay_s:
+            time.sleep(reply.delay_s)
+        if reply.status != 200:
+            self._error(reply.status, reply.error_message, "server_error" if reply.status >= 500 else "invalid_request")
+            return
+        if reply.malformed:
+            data = b'{"id": "broken", "choices": [ {"message": '
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if body.get("stream") else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = max(1, len(reply.content.split())) + sum(len(json.dumps(t.arguments)) // 4 for t in reply.tool_calls)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        tool_calls = [
+            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+             "function": {"name": t.name, "arguments": json.dumps(t.arguments)}}
+            for t in reply.tool_calls
+        ]
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            self._send_json(200, {
+                "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": "tool_calls" if tool_calls else "stop"}],
+                "usage": usage,
+            })
+            return
+        gap = fake.token_gap_s if reply.token_gap_s is None else reply.token_gap_s
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def chunk(delta: dict, finish: str | None = None) -> dict:
+            return {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": body.get("model"), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+        chunks: list[dict] = [chunk({"role": "assistant", "content": ""})]
+        chunks += [chunk({"content": word}) for word in _words(reply.content) if reply.content]
+        for index, call in enumerate(tool_calls):
+            chunks.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+            chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}))
+        chunks.append(chunk({}, "tool_calls" if tool_calls else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                           "model": body.get("model"), "choices": [], "usage": usage})
+        try:
+            for number, item in enumerate(chunks):
+                if reply.fail_after_chunks is not None and number >= reply.fail_after_chunks:
+                    return  # the connection closes mid-stream
+                self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
+                self.wfile.flush()
+                is_text = bool(item.get("choices")) and "content" in item["choices"][0]["delta"]
+                if gap and is_text:
+                    time.sleep(gap)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    # --- embeddings and rerank --------------------------------------------------------------------------
+    def _embeddings(self, body: dict) -> None:
+        fake = self.server.fake
+        inputs = body.get("input")
+        texts = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        if fake.embedding_delay_s:
+            time.sleep(fake.embedding_delay_s)
+        if fake.embedding_status != 200:
+            self._error(fake.embedding_status, "scripted embedding failure", "server_error")
+            return
+        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t, fake.dimension)}
+                for i, t in enumerate(texts)]
+        self._send_json(200, {"object": "list", "data": data, "model": body.get("model"),
+                              "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0}})
+
+    def _rerank(self, body: dict) -> None:
+        query = set(str(body.get("query", "")).lower().split())
+        results = []
+        for index, document in enumerate(body.get("documents") or []):
+            words = set(str(document).lower().split())
+            results.append({"index": index, "relevance_score": len(query & words) / (len(query) or 1)})
+        results.sort(key=lambda r: -r["relevance_score"])
+        self._send_json(200, {"results": results})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    fake: FakeOpenAI
+
+
+class FakeOpenAI:
+    def __init__(self, *, api_key: str | None = None, dimension: int = 384, token_gap_s: float = 0.0) -> None:
+        self.api_key = api_key
+        self.dimension = dimension
+        self.token_gap_s = token_gap_s
+        self.embedding_status = 200
+        self.embedding_delay_s = 0.0
+        self.requests: list[dict] = []
+        self._replies: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> FakeOpenAI:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._replies.clear()
+            self.requests.clear()
+        self.api_key = None
+        self.embedding_status = 200
+        self.embedding_delay_s = 0.0
+        self.token_gap_s = 0.0
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._replies.extend(replies)
+
+    def chat_requests(self) -> list[dict]:
+        return [r["body"] for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def next_reply(self, body: dict) -> Reply:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        last_user = next(
+            (m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {"content": ""}
+        )
+        content = last_user.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        text = f"echo: {str(content).strip()[-200:]}"
+        if body.get("tools"):
+            return Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": text})])
+        return Reply(content=text)
+
+
+def main() -> None:
+    """`python -m nexent_site.testing.fake_openai --port 8199 [--token-gap 0.05]`: run it by hand."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=8199)
+    parser.add_argument("--token-gap", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeOpenAI(token_gap_s=args.token_gap)
+    server = _Server(("127.0.0.1", args.port), _Handler)
+    server.fake = fake
+    print(f"fake OpenAI-compatible server on http://127.0.0.1:{args.port}/v1", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
