@@ -212,7 +212,7 @@ class AgentRun(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
-    version = models.ForeignKey(AgentVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey(AgentVersion, null=True, blank=True, on_delete=models.RESTRICT, related_name="runs")
     spec = models.JSONField(editable=False, help_text="The spec that ran (a version's, or a draft's)")
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)

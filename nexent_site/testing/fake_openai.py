@@ -134,12 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
             return
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        completion_tokens = max(1, len(reply.content.split())) + sum(len(json.dumps(t.arguments)) // 4 for t in reply.tool_calls)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        completion_tokens = max(1, len(reply.content.split())) + sum(
+            len(json.dumps(t.arguments)) // 4 for t in reply.tool_calls
+        )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         tool_calls = [
-            {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-             "function": {"name": t.name, "arguments": json.dumps(t.arguments)}}
+            {
+                "id": f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": t.name, "arguments": json.dumps(t.arguments)},
+            }
             for t in reply.tool_calls
         ]
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
@@ -147,12 +155,19 @@ class _Handler(BaseHTTPRequestHandler):
             message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
             if tool_calls:
                 message["tool_calls"] = tool_calls
-            self._send_json(200, {
-                "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-                "choices": [{"index": 0, "message": message,
-                             "finish_reason": "tool_calls" if tool_calls else "stop"}],
-                "usage": usage,
-            })
+            self._send_json(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [
+                        {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
+                    ],
+                    "usage": usage,
+                },
+            )
             return
         gap = fake.token_gap_s if reply.token_gap_s is None else reply.token_gap_s
         self.send_response(200)
@@ -163,19 +178,46 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": body.get("model"), "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
 
         chunks: list[dict] = [chunk({"role": "assistant", "content": ""})]
         chunks += [chunk({"content": word}) for word in _words(reply.content) if reply.content]
         for index, call in enumerate(tool_calls):
-            chunks.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                                 "function": {"name": call["function"]["name"], "arguments": ""}}]}))
-            chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}))
+            chunks.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
+            )
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
+            )
         chunks.append(chunk({}, "tool_calls" if tool_calls else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            chunks.append({"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                           "model": body.get("model"), "choices": [], "usage": usage})
+            chunks.append(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": body.get("model"),
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         try:
             for number, item in enumerate(chunks):
                 if reply.fail_after_chunks is not None and number >= reply.fail_after_chunks:
@@ -200,10 +242,19 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.embedding_status != 200:
             self._error(fake.embedding_status, "scripted embedding failure", "server_error")
             return
-        data = [{"object": "embedding", "index": i, "embedding": fake_embedding(t, fake.dimension)}
-                for i, t in enumerate(texts)]
-        self._send_json(200, {"object": "list", "data": data, "model": body.get("model"),
-                              "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": fake_embedding(t, fake.dimension)}
+            for i, t in enumerate(texts)
+        ]
+        self._send_json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": sum(len(t.split()) for t in texts), "total_tokens": 0},
+            },
+        )
 
     def _rerank(self, body: dict) -> None:
         query = set(str(body.get("query", "")).lower().split())
@@ -270,9 +321,7 @@ class FakeOpenAI:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
-        last_user = next(
-            (m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {"content": ""}
-        )
+        last_user = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {"content": ""})
         content = last_user.get("content")
         if isinstance(content, list):
             content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))

@@ -1,0 +1,313 @@
+"""Runs an agent spec on smolagents and reports what happens as protocol events through `emit`.
+
+The engine knows nothing about Celery, Redis or the database: `agents.services.runs` gives it a spec,
+the messages, resolved providers and an `emit(type, data, agent="")` callback that publishes and may
+raise `RunStopped` when the run was cancelled or ran out of time.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from smolagents import ChatMessageStreamDelta, FinalAnswerStep, OpenAIModel, ToolCallingAgent
+from smolagents.agents import ActionOutput, ToolOutput
+from smolagents.memory import ActionStep, ToolCall
+from smolagents.monitoring import AgentLogger, LogLevel
+
+from agents.runtime.events import EventType
+from agents.tools import RunContext, tool_definition
+from nexent_site.integrations.openai_compat import ProviderConfig, client_for, describe_error
+
+logger = logging.getLogger(__name__)
+Emit = Callable[..., None]
+MAX_OBSERVATION_CHARS = 4000
+
+
+class RunStopped(Exception):
+    """Raised by `emit` when the run must stop: `status` is "cancelled" or "timed_out"."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RunFailed(Exception):
+    def __init__(self, message: str, code: str = "run_failed") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class RunResult:
+    output: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    citations: list[dict] = field(default_factory=list)
+
+
+def system_prompt(spec: dict) -> str:
+    parts = []
+    instructions = spec.get("instructions", {})
+    if instructions.get("role"):
+        parts.append(instructions["role"].strip())
+    if instructions.get("constraints"):
+        parts.append("Constraints:\n" + instructions["constraints"].strip())
+    if instructions.get("examples"):
+        parts.append("Examples:\n" + instructions["examples"].strip())
+    return "\n\n".join(parts) or f"You are {spec.get('name', 'a helpful assistant')}."
+
+
+def _trim_history(messages: list[dict], context_window: int, reserve: int = 1024) -> list[dict]:
+    """Keep the newest messages that fit the context window (about 4 characters per token)."""
+    budget = max(context_window - reserve, 256) * 4
+    kept: list[dict] = []
+    for message in reversed(messages):
+        size = len(str(message.get("content", "")))
+        if kept and size > budget:
+            break
+        budget -= size
+        kept.append(message)
+    return list(reversed(kept))
+
+
+def _quiet_logger() -> AgentLogger:
+    # smolagents draws rich panels on stdout even at LogLevel.OFF when streaming; send them nowhere.
+    return AgentLogger(level=LogLevel.OFF, console=Console(file=io.StringIO()))
+
+
+def _text(value: Any, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        spec: dict,
+        messages: list[dict],
+        providers: dict[str, ProviderConfig],
+        mcp_servers: dict[str, dict],
+        context: RunContext,
+        emit: Emit,
+    ) -> None:
+        self.spec = spec
+        self.messages = messages
+        self.providers = providers
+        self.mcp_servers = mcp_servers
+        self.context = context
+        self.emit = emit
+        self.result = RunResult()
+        self._agents: list[ToolCallingAgent] = []
+
+    # --- entry point -------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        if self.spec["mode"] == "chat":
+            self._run_chat()
+        else:
+            self._run_tools()
+        self.result.citations = self.context.citations
+        return self.result
+
+    def provider_for(self, spec: dict) -> ProviderConfig:
+        key = str(spec.get("provider_id") or "default")
+        try:
+            return self.providers[key]
+        except KeyError:
+            raise RunFailed(f"agent {spec['slug']!r} has no chat provider configured", "no_provider") from None
+
+    # --- chat mode: one streamed model call ------------------------------------------------------------
+    def _run_chat(self) -> None:
+        provider = self.provider_for(self.spec)
+        messages = [{"role": "system", "content": system_prompt(self.spec)}, *self.messages]
+        messages = [messages[0], *_trim_history(messages[1:], self.spec.get("context_window", 8192))]
+        self.emit(EventType.STEP_STARTED, {"step": 1})
+        text: list[str] = []
+        finished = False
+        try:
+            stream = client_for(provider).chat.completions.create(
+                model=provider.model,
+                messages=messages,
+                temperature=self.spec.get("temperature", 0.3),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            for chunk in stream:
+                if chunk.usage:
+                    self.result.tokens_in += chunk.usage.prompt_tokens or 0
+                    self.result.tokens_out += chunk.usage.completion_tokens or 0
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    finished = True
+                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                    text.append(chunk.choices[0].delta.content)
+                    self.emit(EventType.TEXT_DELTA, {"text": chunk.choices[0].delta.content})
+        except RunStopped:
+            self.result.output = "".join(text)
+            raise
+        except Exception as exc:
+            self.result.output = "".join(text)
+            error = describe_error(exc, provider)
+            raise RunFailed(f"model call failed: {error.message}", error.code) from None
+        self.result.output = "".join(text)
+        if not finished:
+            raise RunFailed(
+                "malformed response from provider: the stream ended before the answer was finished", "malformed"
+            )
+        self.emit(EventType.FINAL_ANSWER, {"text": self.result.output, "citations": self.context.citations})
+
+    # --- tools mode: smolagents ToolCallingAgent ---------------------------------------------------------
+    def _run_tools(self) -> None:
+        with ExitStack() as stack:
+            agent = self._build_agent(self.spec, stack, path="")
+            task = self._task_text()
+            try:
+                for item in agent.run(task, stream=True, reset=True):
+                    self._on_parent_event(item)
+            except RunStopped:
+                for each in self._agents:
+                    each.interrupt()
+                raise
+            except RunFailed:
+                raise
+            except Exception as exc:
+                raise RunFailed(self._explain(exc), "agent_error") from None
+        if not self.result.output and agent.memory.steps:
+            last = agent.memory.steps[-1]
+            if isinstance(last, ActionStep) and last.error:
+                raise RunFailed(self._explain(last.error), "agent_error")
+
+    def _task_text(self) -> str:
+        history = _trim_history(self.messages, self.spec.get("context_window", 8192))
+        if not history:
+            raise RunFailed("no message to answer", "empty_input")
+        *earlier, last = history
+        if not earlier:
+            return str(last.get("content", ""))
+        transcript = "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in earlier)
+        return f"Conversation so far:\n{transcript}\n\nNow answer the user's latest message:\n{last.get('content', '')}"
+
+    def _explain(self, exc: BaseException) -> str:
+        cause: BaseException | None = exc
+        while cause is not None:  # smolagents wraps model errors in AgentGenerationError
+            if type(cause).__module__.startswith("openai"):
+                provider = self.provider_for(self.spec)
+                return f"model call failed: {describe_error(cause, provider).message}"
+            cause = cause.__cause__ or cause.__context__
+        return f"{type(exc).__name__}: {str(exc)[:500]}"
+
+    def _build_agent(self, spec: dict, stack: ExitStack, path: str) -> ToolCallingAgent:
+        provider = self.provider_for(spec)
+        model = OpenAIModel(
+            model_id=provider.model,
+            api_base=provider.base_url,
+            api_key=provider.api_key or "not-needed",
+            client_kwargs={
+                "timeout": provider.timeout_s,
+                "max_retries": 0,
+                "default_headers": provider.headers or None,
+            },
+            temperature=spec.get("temperature", 0.3),
+        )
+        tools = [self._build_tool(tool, stack) for tool in spec.get("tools", [])]
+        tools = [tool for group in tools for tool in (group if isinstance(group, list) else [group])]
+        child_path = f"{path}/{spec['slug']}" if path else spec["slug"]
+        managed = [self._build_agent(child, stack, child_path) for child in spec.get("sub_agents", [])]
+        agent = ToolCallingAgent(
+            tools=tools,
+            model=model,
+            managed_agents=managed or None,
+            max_steps=spec.get("max_steps", 6),
+            instructions=system_prompt(spec),
+            stream_outputs=not path,  # sub-agents report whole steps through the callback below
+            logger=_quiet_logger(),
+            name=spec["slug"].replace("-", "_") if path else None,
+            description=spec.get("description") or spec.get("name") if path else None,
+            step_callbacks={ActionStep: self._subagent_callback(child_path)} if path else None,
+        )
+        self._agents.append(agent)
+        return agent
+
+    def _build_tool(self, tool_spec: dict, stack: ExitStack) -> Any:
+        if tool_spec["tool"] != "mcp":
+            return tool_definition(tool_spec["tool"]).build(tool_spec.get("config", {}), self.context)
+        server = self.mcp_servers.get(str(tool_spec["server_id"]))
+        if server is None:
+            raise RunFailed(f"MCP server {tool_spec.get('server')!r} no longer exists", "mcp_missing")
+        from agents.services.mcp import mcp_tools_open
+
+        tools = mcp_tools_open(server, stack)
+        wanted = [tool for tool in tools if tool.name == tool_spec["name"]]
+        if not wanted:
+            raise RunFailed(
+                f"MCP server {server['name']!r} no longer offers the tool {tool_spec['name']!r}", "mcp_tool"
+            )
+        return wanted
+
+    def _subagent_callback(self, path: str) -> Callable[..., None]:
+        def callback(step: ActionStep, agent: Any = None) -> None:
+            if step.token_usage:
+                self.result.tokens_in += step.token_usage.input_tokens
+                self.result.tokens_out += step.token_usage.output_tokens
+            self.emit(
+                EventType.SUBAGENT_EVENT,
+                {
+                    "step": step.step_number,
+                    "model_output": _text(step.model_output or ""),
+                    "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in step.tool_calls or []],
+                    "observations": _text(step.observations or ""),
+                    "error": str(step.error) if step.error else None,
+                    "final_answer": _text(step.action_output if step.action_output is not None else step.observations)
+                    if step.is_final_answer
+                    else None,
+                },
+                agent=path,
+            )
+
+        return callback
+
+    def _on_parent_event(self, item: Any) -> None:
+        if isinstance(item, ChatMessageStreamDelta):
+            self._start_step_once()
+            if item.token_usage:
+                self.result.tokens_in += item.token_usage.input_tokens
+                self.result.tokens_out += item.token_usage.output_tokens
+            if item.content:
+                self.emit(EventType.TEXT_DELTA, {"text": item.content})
+        elif isinstance(item, ToolCall):
+            self._start_step_once()
+            if item.name != "final_answer":
+                self.emit(EventType.TOOL_CALL, {"id": item.id, "name": item.name, "arguments": item.arguments})
+        elif isinstance(item, ToolOutput):
+            if not item.is_final_answer:
+                self.emit(
+                    EventType.TOOL_RESULT,
+                    {"id": item.id, "name": item.tool_call.name, "output": _text(item.observation)},
+                )
+        elif isinstance(item, ActionStep):
+            if item.error:
+                self.emit(
+                    EventType.ERROR, {"message": _text(str(item.error), 1000), "code": "step_error", "fatal": False}
+                )
+            self._step_open = False
+        elif isinstance(item, FinalAnswerStep):
+            self.result.output = _text(item.output, 100_000)
+            self.emit(EventType.FINAL_ANSWER, {"text": self.result.output, "citations": self.context.citations})
+        elif isinstance(item, ActionOutput):
+            pass
+
+    _step_open = False
+    _step_number = 0
+
+    def _start_step_once(self) -> None:
+        if not self._step_open:
+            self._step_open = True
+            self._step_number += 1
+            self.emit(EventType.STEP_STARTED, {"step": self._step_number})

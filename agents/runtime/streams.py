@@ -1,0 +1,85 @@
+"""Where run events go: a per-run Redis stream (for late joiners and reconnects) and the run's
+channel-layer group (for live subscribers). Keys and group names carry the tenant's schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from agents.runtime.events import TERMINAL_EVENT
+
+
+def run_stream_key(schema_name: str, run_id: str) -> str:
+    return f"nexent:{schema_name}:run:{run_id}:events"
+
+
+def run_cancel_key(schema_name: str, run_id: str) -> str:
+    return f"nexent:{schema_name}:run:{run_id}:cancel"
+
+
+def run_group_name(schema_name: str, run_id: str) -> str:
+    return f"run.{schema_name}.{str(run_id).replace('-', '')}"
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
+
+
+class RunEventPublisher:
+    """Appends each event to the run's Redis stream, then sends it to the run's group."""
+
+    def __init__(self, schema_name: str, run_id: str) -> None:
+        self.stream_key = run_stream_key(schema_name, run_id)
+        self.group = run_group_name(schema_name, run_id)
+        self.redis = redis_client()
+        self.layer = get_channel_layer()
+
+    def publish(self, event: dict) -> None:
+        pipe = self.redis.pipeline()
+        pipe.xadd(
+            self.stream_key, {"event": json.dumps(event)}, id=f"{event['seq']}-1", maxlen=50_000, approximate=True
+        )
+        pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
+        pipe.execute()
+        async_to_sync(self.layer.group_send)(self.group, {"type": "run.event", "event": event})
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def run_events_since(schema_name: str, run_id: str, after_seq: int = 0) -> list[dict]:
+    """The stored events with seq > after_seq, in order (empty once the stream expired)."""
+    client = redis_client()
+    try:
+        entries = client.xrange(run_stream_key(schema_name, run_id), min=f"({after_seq}-1", max="+")
+    finally:
+        client.close()
+    return [json.loads(fields[b"event"]) for _, fields in entries]
+
+
+def run_events_follow(schema_name: str, run_id: str, after_seq: int = 0, timeout_s: float = 600) -> Iterator[dict]:
+    """Yield events after `after_seq` as they arrive, until the run's last event (blocking reads)."""
+    import time
+
+    client = redis_client()
+    key = run_stream_key(schema_name, run_id)
+    last_id = f"{after_seq}-1"
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            response = client.xread({key: last_id}, block=1000, count=100)
+            for _, entries in response or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    event = json.loads(fields[b"event"])
+                    yield event
+                    if event["type"] == TERMINAL_EVENT:
+                        return
+    finally:
+        client.close()
+    raise TimeoutError(f"no end of run {run_id} within {timeout_s:.0f}s")

@@ -1,0 +1,94 @@
+"""Model providers: save with an encrypted key, test connectivity, pick defaults, bundled local models."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import ConnectionStatus, ModelProvider, ProviderKind
+from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, provider_probe
+
+logger = logging.getLogger(__name__)
+
+
+def key_hint(api_key: str) -> str:
+    return api_key[-4:] if len(api_key) >= 12 else ""
+
+
+@transaction.atomic
+def provider_save(*, provider: ModelProvider, api_key: str | None = None) -> ModelProvider:
+    """Save `provider`. `api_key=None` keeps the stored key; "" removes it. Only one default per kind."""
+    if api_key is not None:
+        provider.api_key = api_key
+        provider.api_key_hint = key_hint(api_key)
+    if provider.is_default:
+        ModelProvider.objects.filter(kind=provider.kind, is_default=True).exclude(pk=provider.pk).update(
+            is_default=False
+        )
+    provider.full_clean()
+    provider.save()
+    return provider
+
+
+def provider_config(provider: ModelProvider) -> ProviderConfig:
+    return ProviderConfig.from_provider(provider)
+
+
+def provider_test(*, provider: ModelProvider) -> ModelProvider:
+    """A real call of the provider's kind; stores available/unavailable with the reason and time.
+    For embeddings the vector dimension is recorded."""
+    try:
+        facts = provider_probe(provider_config(provider))
+    except ProviderError as exc:
+        provider.status, provider.status_error = ConnectionStatus.UNAVAILABLE, exc.message
+        logger.info("provider %s unavailable: %s", provider.name, exc.message)
+    else:
+        provider.status, provider.status_error = ConnectionStatus.AVAILABLE, ""
+        if "dimension" in facts:
+            provider.dimension = facts["dimension"]
+    provider.status_checked_at = timezone.now()
+    if provider.pk:
+        provider.save(update_fields=["status", "status_error", "status_checked_at", "dimension"])
+    return provider
+
+
+def provider_default(kind: str) -> ModelProvider | None:
+    return ModelProvider.objects.filter(kind=kind, is_default=True).first()
+
+
+def builtin_provider_settings() -> list[dict]:
+    """The providers a new tenant gets: the bundled local models, or those named by LLM_* / EMBEDDING_*."""
+    chat = {
+        "name": "Local chat (SmolLM2-135M)" if not settings.LLM_BASE_URL else "Default chat",
+        "kind": ProviderKind.CHAT,
+        "base_url": settings.LLM_BASE_URL or settings.LOCAL_LLM_URL,
+        "model_name": settings.LLM_MODEL or "smollm2-135m-instruct",
+        "api_key": settings.LLM_API_KEY,
+        "context_window": settings.LLM_CONTEXT_WINDOW,
+    }
+    embedding = {
+        "name": "Local embeddings (multilingual-e5-small)" if not settings.EMBEDDING_BASE_URL else "Default embeddings",
+        "kind": ProviderKind.EMBEDDING,
+        "base_url": settings.EMBEDDING_BASE_URL or settings.LOCAL_EMBEDDING_URL,
+        "model_name": settings.EMBEDDING_MODEL or "multilingual-e5-small",
+        "api_key": settings.EMBEDDING_API_KEY,
+        "context_window": 512,
+        "dimension": settings.EMBEDDING_DIMENSION or (384 if not settings.EMBEDDING_BASE_URL else None),
+    }
+    return [chat, embedding]
+
+
+@transaction.atomic
+def providers_ensure_defaults() -> list[ModelProvider]:
+    """Idempotent: give the current tenant default chat and embedding providers if it has none."""
+    created = []
+    for values in builtin_provider_settings():
+        if provider_default(values["kind"]) is not None:
+            continue
+        api_key = values.pop("api_key", "")
+        provider = ModelProvider(is_default=True, is_builtin=not api_key, **values)
+        created.append(provider_save(provider=provider, api_key=api_key))
+    return created

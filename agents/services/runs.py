@@ -1,0 +1,292 @@
+"""Agent runs: start (enqueue), execute (in a Celery worker), cancel, and the watchdog.
+
+What callers may rely on:
+- a run is executed at most once; a run whose worker died is marked failed, never left "running";
+- every run ends with a `run_finished` event, after which the stored AgentRun is the source of truth;
+- `seq` increases by one per event, and the events are in the run's Redis stream for reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from agents.models import Agent, AgentRun, McpServer, ModelProvider, ProviderKind, RunStatus, RunStep
+from agents.runtime.engine import Engine, RunFailed, RunStopped
+from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
+from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
+from agents.services.agents import agent_spec_build
+from agents.services.mcp import mcp_server_as_dict
+from agents.services.providers import provider_config, provider_default
+from agents.tools import RunContext
+from nexent_site.errors import ApplicationError
+from nexent_site.integrations.openai_compat import ProviderConfig
+
+logger = logging.getLogger(__name__)
+QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
+CANCEL_CHECK_INTERVAL_S = 0.2
+ROLES = ("system", "user", "assistant")
+
+
+def messages_validate(messages: Any) -> list[dict]:
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError({"messages": ["Give at least one message."]})
+    cleaned = []
+    for index, message in enumerate(messages):
+        if (
+            not isinstance(message, dict)
+            or message.get("role") not in ROLES
+            or not isinstance(message.get("content"), str)
+        ):
+            raise ValidationError(
+                {"messages": [f"Message {index} needs a role ({', '.join(ROLES)}) and text content."]}
+            )
+        cleaned.append({"role": message["role"], "content": message["content"]})
+    if cleaned[-1]["role"] != "user" or not cleaned[-1]["content"].strip():
+        raise ValidationError({"messages": ["The last message must be a non-empty user message."]})
+    return cleaned
+
+
+def run_start(*, agent: Agent, messages: Any, trigger: str, user_email: str = "", draft: bool = False) -> AgentRun:
+    """Create a queued run of the agent's published version (or of its draft, for the playground) and
+    enqueue it once the transaction commits."""
+    messages = messages_validate(messages)
+    if draft:
+        version, spec = None, agent_spec_build(agent)
+    else:
+        version = agent.published_version
+        if version is None:
+            raise ApplicationError(
+                f"Agent “{agent.slug}” has no published version yet.", code="not_published", status=409
+            )
+        spec = version.spec
+    now = timezone.now()
+    run = AgentRun.objects.create(
+        agent=agent,
+        version=version,
+        spec=spec,
+        trigger=trigger,
+        input=messages,
+        user_email=user_email,
+        deadline_at=now + timedelta(seconds=spec["run_timeout_s"] + QUEUE_ALLOWANCE_S),
+    )
+    from agents.tasks import agent_run_execute
+
+    timeout = spec["run_timeout_s"]
+    transaction.on_commit(
+        lambda: agent_run_execute.apply_async(args=[str(run.id)], soft_time_limit=timeout + 15, time_limit=timeout + 45)
+    )
+    return run
+
+
+def run_cancel(*, run: AgentRun) -> AgentRun:
+    """Ask the run to stop. A queued run is cancelled at once; a running one stops at its next event and
+    keeps its partial output."""
+    client = redis_client()
+    try:
+        client.set(run_cancel_key(connection.schema_name, str(run.id)), "1", ex=24 * 3600)
+    finally:
+        client.close()
+    if AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED, error="cancelled before it started", finished_at=timezone.now()
+    ):
+        _publish_finished(run, RunStatus.CANCELLED, "cancelled before it started")
+    run.refresh_from_db()
+    return run
+
+
+def _publish_finished(run: AgentRun, status: str, error: str) -> None:
+    """For runs ended outside the worker (cancelled while queued, watchdog): the closing event."""
+    publisher = RunEventPublisher(connection.schema_name, str(run.id))
+    try:
+        run.refresh_from_db(fields=["last_seq"])
+        seq = run.last_seq + 1
+        AgentRun.objects.filter(pk=run.pk).update(last_seq=seq)
+        data = {"status": str(status), "error": error, "duration_ms": run.duration_ms}
+        publisher.publish(make_event(EventType.RUN_FINISHED, run_id=str(run.id), seq=seq, data=data))
+        RunStep.objects.create(run=run, seq=seq, type=EventType.RUN_FINISHED, data=data)
+    finally:
+        publisher.close()
+
+
+def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
+    ids: set[int] = set()
+
+    def walk(node: dict) -> None:
+        if node.get("provider_id"):
+            ids.add(node["provider_id"])
+        for child in node.get("sub_agents", []):
+            walk(child)
+
+    walk(spec)
+    configs = {str(p.pk): provider_config(p) for p in ModelProvider.objects.filter(pk__in=ids, kind=ProviderKind.CHAT)}
+    default = provider_default(ProviderKind.CHAT)
+    if default is not None:
+        configs["default"] = provider_config(default)
+    return configs
+
+
+def _mcp_servers_for(spec: dict) -> dict[str, dict]:
+    ids: set[int] = set()
+
+    def walk(node: dict) -> None:
+        ids.update(t["server_id"] for t in node.get("tools", []) if t["tool"] == "mcp")
+        for child in node.get("sub_agents", []):
+            walk(child)
+
+    walk(spec)
+    return {str(s.pk): mcp_server_as_dict(s) for s in McpServer.objects.filter(pk__in=ids)}
+
+
+class _RunRecorder:
+    """Numbers, publishes and stores the events of one run; tells the engine when to stop."""
+
+    def __init__(self, run: AgentRun) -> None:
+        self.run = run
+        self.schema = connection.schema_name
+        self.publisher = RunEventPublisher(self.schema, str(run.id))
+        self.redis = redis_client()
+        self.seq = run.last_seq
+        self.started = time.monotonic()
+        self.deadline = self.started + run.spec["run_timeout_s"]
+        self.first_token_ms: int | None = None
+        self._next_cancel_check = 0.0
+        self.stopping = True  # no stop checks until the run is under way
+
+    def check_stop(self) -> None:
+        now = time.monotonic()
+        if now > self.deadline:
+            raise RunStopped(RunStatus.TIMED_OUT, f"the run exceeded its {self.run.spec['run_timeout_s']} s limit")
+        if now >= self._next_cancel_check:
+            self._next_cancel_check = now + CANCEL_CHECK_INTERVAL_S
+            if self.redis.exists(run_cancel_key(self.schema, str(self.run.id))):
+                raise RunStopped(RunStatus.CANCELLED, "stopped on request")
+
+    def emit(self, event_type: EventType, data: dict, agent: str = "") -> None:
+        if not self.stopping:
+            self.check_stop()
+        self.seq += 1
+        event = make_event(event_type, run_id=str(self.run.id), seq=self.seq, data=data, agent=agent)
+        if event_type is EventType.TEXT_DELTA and self.first_token_ms is None:
+            self.first_token_ms = int((time.monotonic() - self.started) * 1000)
+        self.publisher.publish(event)
+        if event_type in STORED_EVENT_TYPES:
+            RunStep.objects.create(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.redis.close()
+
+
+def run_execute(*, run_id: str) -> AgentRun | None:
+    """Execute a queued run in this worker. Safe to call twice: only a queued run is executed."""
+    claimed = AgentRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+    run = AgentRun.objects.select_related("agent").filter(pk=run_id).first()
+    if run is None:
+        logger.warning("run %s does not exist in schema %s", run_id, connection.schema_name)
+        return None
+    if not claimed:
+        if run.status == RunStatus.RUNNING:
+            # Redelivered after the worker executing it died: agent runs are not replayed (tools may have
+            # side effects), the run is closed with the reason instead.
+            _finish(run, RunStatus.FAILED, "the worker running this run stopped unexpectedly; start it again")
+            _publish_finished(run, RunStatus.FAILED, run.error)
+        return run
+
+    run.deadline_at = run.started_at + timedelta(seconds=run.spec["run_timeout_s"])
+    run.save(update_fields=["deadline_at"])
+    recorder = _RunRecorder(run)
+    context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
+    engine: Engine | None = None
+    status, error = RunStatus.SUCCEEDED, ""
+    try:
+        recorder.emit(
+            EventType.RUN_STARTED,
+            {
+                "agent": run.agent.slug,
+                "version": run.version.number if run.version_id else None,
+                "mode": run.spec["mode"],
+                "trigger": run.trigger,
+            },
+        )
+        recorder.stopping = False
+        recorder.check_stop()
+        engine = Engine(
+            spec=run.spec,
+            messages=run.input,
+            providers=_providers_for(run.spec),
+            mcp_servers=_mcp_servers_for(run.spec),
+            context=context,
+            emit=recorder.emit,
+        )
+        engine.run()
+    except RunStopped as stop:
+        status, error = stop.status, stop.message
+    except RunFailed as failure:
+        status, error = RunStatus.FAILED, failure.message
+    except SoftTimeLimitExceeded:
+        status, error = RunStatus.TIMED_OUT, f"the run exceeded its {run.spec['run_timeout_s']} s limit"
+    except Exception as exc:
+        logger.exception("run %s failed", run.id)
+        status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
+    finally:
+        recorder.stopping = True
+        result = engine.result if engine else None
+        if result:
+            run.output, run.tokens_in, run.tokens_out = result.output, result.tokens_in, result.tokens_out
+        if status != RunStatus.SUCCEEDED:
+            recorder.emit(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
+        recorder.emit(EventType.USAGE, {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
+        run.ttft_ms = recorder.first_token_ms
+        run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
+        run.last_seq = recorder.seq + 1
+        _finish(run, status, error)
+        recorder.emit(EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms})
+        recorder.close()
+    return run
+
+
+def _finish(run: AgentRun, status: str, error: str) -> None:
+    run.status, run.error, run.finished_at = status, error, timezone.now()
+    run.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "output",
+            "tokens_in",
+            "tokens_out",
+            "ttft_ms",
+            "duration_ms",
+            "last_seq",
+        ]
+    )
+
+
+def runs_watchdog() -> int:
+    """Mark runs of the current tenant that outlived their deadline as failed. Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_WATCHDOG_GRACE_S)
+    stale = list(AgentRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], deadline_at__lt=cutoff))
+    for run in stale:
+        reason = (
+            "no worker started this run in time"
+            if run.status == RunStatus.QUEUED
+            else "the run did not finish before its deadline (worker lost?)"
+        )
+        if AgentRun.objects.filter(pk=run.pk, status=run.status).update(
+            status=RunStatus.FAILED, error=reason, finished_at=timezone.now()
+        ):
+            _publish_finished(run, RunStatus.FAILED, reason)
+    return len(stale)

@@ -1,0 +1,77 @@
+"""Fixtures for agent tests. The only stand-in is the *external* model provider: `FakeOpenAI`, a local
+server speaking the real OpenAI HTTP/SSE protocol (see nexent_site/testing/fake_openai.py)."""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from agents.models import Agent, AgentTool, AgentVersion, ModelProvider, SubAgentLink
+from conftest import Committed
+from nexent_site.testing.fake_openai import FakeOpenAI
+
+
+@pytest.fixture(scope="session")
+def fake_llm_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_llm(fake_llm_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    fake_llm_server.reset()
+    yield fake_llm_server
+    fake_llm_server.reset()
+
+
+def make_provider(fake: FakeOpenAI, **overrides: Any) -> ModelProvider:
+    from agents.services.providers import provider_save
+
+    values = {
+        "name": "Fake chat",
+        "kind": "chat",
+        "base_url": fake.base_url,
+        "model_name": "fake-model",
+        "timeout_s": 10,
+        "is_default": True,
+        **overrides,
+    }
+    api_key = values.pop("api_key", "sk-test-1234567890abcd")
+    return provider_save(provider=ModelProvider(**values), api_key=api_key)
+
+
+@pytest.fixture
+def published_agent(committed: Committed, fake_llm: FakeOpenAI, tenant_a: Any) -> Callable[..., Agent]:
+    """Build (committed, in tenant A unless told otherwise) a provider and a published agent; removed after."""
+
+    def build(
+        *, tenant: Any = tenant_a, slug: str = "helper", tools: tuple = (), provider: dict | None = None, **fields: Any
+    ) -> Agent:
+        from agents.services.agents import agent_publish, agent_tool_add
+
+        def create() -> Agent:
+            chosen = ModelProvider.objects.filter(name="Fake chat").first() or make_provider(
+                fake_llm, **(provider or {})
+            )
+            agent = Agent.objects.create(name=slug.title(), slug=slug, chat_provider=chosen, **fields)
+            for tool in tools:
+                agent_tool_add(agent=agent, tool=tool)
+            agent_publish(agent=agent)
+            return agent
+
+        agent = committed.run(tenant, create)
+
+        def remove() -> None:
+            SubAgentLink.objects.filter(parent__slug=slug).delete()
+            SubAgentLink.objects.filter(child__slug=slug).delete()
+            Agent.objects.filter(slug=slug).delete()
+            if not Agent.objects.exists():
+                AgentVersion.objects.all().delete()
+                AgentTool.objects.all().delete()
+                ModelProvider.objects.all().delete()
+
+        committed.on_teardown(tenant, remove)
+        return agent
+
+    return build

@@ -1,0 +1,248 @@
+"""Agent runs end to end: a real Celery worker process, real Redis (stream + channel layer), real
+PostgreSQL, and the local OpenAI-compatible test server standing in for the external model provider."""
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+from django_tenants.utils import tenant_context
+
+from agents.models import AgentRun, RunStatus, RunStep
+from agents.runtime.streams import run_events_follow, run_events_since
+from agents.services.runs import run_cancel, run_start
+from conftest import Committed
+from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
+from tenants.models import Tenant
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("celery_worker")]
+
+
+def start(committed: Committed, tenant: Tenant, slug: str, message: str = "hello", **kwargs: Any) -> AgentRun:
+    from agents.models import Agent
+
+    return committed.run(
+        tenant, lambda: run_start(agent=Agent.objects.get(slug=slug), messages=message, trigger="api", **kwargs)
+    )
+
+
+def follow(tenant: Tenant, run: AgentRun, timeout: float = 60) -> list[dict]:
+    return list(run_events_follow(tenant.schema_name, str(run.id), timeout_s=timeout))
+
+
+def stored(committed: Committed, tenant: Tenant, run: AgentRun) -> AgentRun:
+    return committed.run(tenant, lambda: AgentRun.objects.get(pk=run.pk))
+
+
+def test_tools_run_end_to_end_with_events_in_order(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: the model first calls the calculator, then answers
+    published_agent(slug="mathy", tools=("calculator", "datetime"), role_prompt="You do sums.")
+    fake_llm.script(
+        Reply(content="Let me compute.", tool_calls=[ToolCallSpec("calculator", {"expression": "6*7"})]),
+        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "It is 42."})]),
+    )
+
+    # when
+    run = start(committed, tenant_a, "mathy", "what is 6 times 7?")
+    events = follow(tenant_a, run)
+
+    # then: contiguous sequence numbers, the protocol's order, the tool really ran
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.index("step_started") < types.index("text_delta") < types.index("tool_call")
+    assert types.index("tool_call") < types.index("tool_result") < types.index("final_answer") < types.index("usage")
+    call = next(e for e in events if e["type"] == "tool_call")["data"]
+    assert (call["name"], call["arguments"]) == ("calculator", {"expression": "6*7"})
+    assert next(e for e in events if e["type"] == "tool_result")["data"]["output"] == "42"
+    assert events[-1]["data"]["status"] == "succeeded"
+    assert all(e["run_id"] == str(run.id) for e in events)
+
+    # and the run is recorded with its steps
+    done = stored(committed, tenant_a, run)
+    assert (done.status, done.output, done.error) == ("succeeded", "It is 42.", "")
+    assert done.tokens_in > 0 and done.tokens_out > 0 and done.ttft_ms is not None and done.duration_ms > 0
+    steps = committed.run(tenant_a, lambda: list(RunStep.objects.filter(run_id=run.pk).values_list("type", flat=True)))
+    assert "tool_call" in steps and "tool_result" in steps and "text_delta" not in steps
+    # the system prompt reached the model, with the tools offered
+    first_request = fake_llm.chat_requests()[0]
+    assert "You do sums." in json.dumps(first_request["messages"])
+    assert {t["function"]["name"] for t in first_request["tools"]} >= {"calculator", "current_datetime", "final_answer"}
+
+    # a late joiner gets the same events from the stream
+    assert run_events_since(tenant_a.schema_name, str(run.id), after_seq=3) == events[3:]
+
+
+def test_chat_mode_streams_the_answer(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(slug="talker", mode="chat", role_prompt="Be brief.")
+    fake_llm.script(Reply(content="Hello there, how can I help?"))
+
+    events = follow(tenant_a, start(committed, tenant_a, "talker"))
+
+    deltas = "".join(e["data"]["text"] for e in events if e["type"] == "text_delta")
+    assert deltas == "Hello there, how can I help?"
+    assert next(e for e in events if e["type"] == "final_answer")["data"]["text"] == deltas
+    assert events[-1]["data"]["status"] == "succeeded"
+    request = fake_llm.chat_requests()[0]
+    assert request["stream"] is True and request["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_cancel_stops_the_run_and_keeps_the_partial_answer(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: a slow stream of 40 words
+    published_agent(slug="slow", mode="chat")
+    fake_llm.script(Reply(content=" ".join(f"word{i}" for i in range(40)), token_gap_s=0.15))
+    run = start(committed, tenant_a, "slow")
+
+    # when: stopped after the first words arrive
+    events: list[dict] = []
+    for event in run_events_follow(tenant_a.schema_name, str(run.id), timeout_s=60):
+        events.append(event)
+        if sum(e["type"] == "text_delta" for e in events) == 3:
+            committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=run.pk)))
+
+    # then
+    done = stored(committed, tenant_a, run)
+    assert done.status == RunStatus.CANCELLED and done.error == "stopped on request"
+    assert done.output.startswith("word0 word1 word2") and "word39" not in done.output
+    assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "cancelled"
+
+
+def test_a_run_that_outlives_its_timeout_is_marked_timed_out(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(slug="sluggish", mode="chat", run_timeout_s=5)
+    fake_llm.script(Reply(content=" ".join(["slow"] * 60), token_gap_s=0.2))
+
+    events = follow(tenant_a, start(committed, tenant_a, "sluggish"))
+
+    assert events[-1]["data"]["status"] == "timed_out"
+    assert "5 s limit" in events[-1]["data"]["error"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(status=401, error_message="Incorrect API key provided."), "authentication failed (401)"),
+        (Reply(status=500, error_message="upstream exploded"), "HTTP 500"),
+        (Reply(malformed=True), "malformed"),
+    ],
+)
+def test_provider_failures_fail_the_run_with_a_readable_reason(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, reply: Reply, reason: str
+) -> None:
+    published_agent(slug="fragile", mode="chat")
+    fake_llm.script(reply)
+
+    run = start(committed, tenant_a, "fragile")
+    events = follow(tenant_a, run)
+
+    done = stored(committed, tenant_a, run)
+    assert done.status == RunStatus.FAILED
+    assert reason in done.error
+    assert any(e["type"] == "error" and e["data"]["fatal"] for e in events)
+
+
+def test_provider_timeout_fails_the_run_instead_of_hanging(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(slug="stuck", mode="tools", provider={"timeout_s": 1})
+    fake_llm.script(Reply(content="late", delay_s=3))
+
+    events = follow(tenant_a, start(committed, tenant_a, "stuck"))
+
+    assert events[-1]["data"]["status"] == "failed"
+    assert "timed out after 1s" in events[-1]["data"]["error"]
+
+
+def test_sub_agent_steps_are_recorded_and_streamed(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: "boss" manages "worker-bee"
+    from agents.models import Agent
+    from agents.services.agents import agent_publish, subagent_link_add
+
+    published_agent(slug="worker-bee", description="Does the actual work.")
+    boss = published_agent(slug="boss")
+    committed.run(
+        tenant_a,
+        lambda: (subagent_link_add(parent=boss, child=Agent.objects.get(slug="worker-bee")), agent_publish(agent=boss)),
+    )
+    fake_llm.script(
+        Reply(tool_calls=[ToolCallSpec("worker_bee", {"task": "count the bees"})]),  # boss delegates
+        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "12 bees"})]),  # the sub-agent answers
+        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "There are 12 bees."})]),  # boss answers
+    )
+
+    events = follow(tenant_a, start(committed, tenant_a, "boss", "how many bees?"))
+
+    sub = [e for e in events if e["type"] == "subagent_event"]
+    assert sub and all(e["agent"] == "boss/worker-bee" for e in sub)
+    assert sub[-1]["data"]["final_answer"] == "12 bees"
+    assert next(e for e in events if e["type"] == "final_answer")["data"]["text"] == "There are 12 bees."
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_runs_of_tenant_a_are_invisible_from_tenant_b(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    published_agent(slug="private", mode="chat")
+    run = start(committed, tenant_a, "private")
+    follow(tenant_a, run)
+
+    with tenant_context(tenant_b):
+        assert not AgentRun.objects.filter(pk=run.pk).exists()
+    assert run_events_since(tenant_b.schema_name, str(run.id)) == []
+    with tenant_context(tenant_a):
+        assert AgentRun.objects.filter(pk=run.pk).exists()
+
+
+def test_agent_run_command_prints_json_lines_and_fails_loudly(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(slug="cli-agent", mode="chat")
+    fake_llm.script(Reply(content="All good."), Reply(status=401))
+
+    def agent_run(*args: str) -> str:
+        # outside the test's transaction, as from a shell, so the worker sees the run
+        out = io.StringIO()
+        committed.run(tenant_a, lambda: call_command("agent_run", "--tenant", "alpha", *args, stdout=out))
+        return out.getvalue()
+
+    lines = [json.loads(line) for line in agent_run("--agent", "cli-agent", "hi").splitlines()]
+    assert lines[0]["type"] == "run_started" and lines[-1]["data"]["status"] == "succeeded"
+    assert [e["seq"] for e in lines] == list(range(1, len(lines) + 1))
+
+    with pytest.raises(CommandError, match=r"failed: .*authentication failed"):
+        agent_run("--agent", "cli-agent", "hi")
+    with pytest.raises(CommandError, match="No agent 'nope'"):
+        agent_run("--agent", "nope", "hi")
+
+
+def test_cancelling_a_queued_run_ends_it_at_once(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(slug="never", mode="chat")
+    # a run created but not yet picked up: cancel it inside the same commit as its creation
+    from agents.models import Agent
+
+    def create_and_cancel() -> AgentRun:
+        with transaction.atomic():  # the task is only sent when this commits, after the cancel
+            run = run_start(agent=Agent.objects.get(slug="never"), messages="hi", trigger="api")
+            return run_cancel(run=run)
+
+    run = committed.run(tenant_a, create_and_cancel)
+    events = follow(tenant_a, run, timeout=30)
+    assert run.status == RunStatus.CANCELLED
+    assert events[-1]["data"]["status"] == "cancelled"
+    time.sleep(0.5)  # the worker, receiving the task anyway, must leave the run alone
+    assert stored(committed, tenant_a, run).status == RunStatus.CANCELLED
