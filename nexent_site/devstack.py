@@ -309,7 +309,14 @@ def _run_platform() -> int:
     os.environ.setdefault("NEXENT_BIND", "127.0.0.1")
     log("starting web (daphne, HTTP + websockets), Celery worker and Celery beat; Ctrl-C stops everything")
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    return _supervise([str(VENV_BIN / "honcho"), "start", "-f", str(BASE_DIR / "Procfile"), "-d", str(BASE_DIR)])
+    processes = ["web", "worker", "beat"]
+    # The bundled local models are served only where no remote model is configured.
+    if not os.environ.get("LLM_BASE_URL"):
+        processes.append("llm")
+    if not os.environ.get("EMBEDDING_BASE_URL"):
+        processes.append("embed")
+    honcho = [str(VENV_BIN / "honcho"), "start", "-f", str(BASE_DIR / "Procfile"), "-d", str(BASE_DIR)]
+    return _supervise([*honcho, *processes])
 
 
 def _run_tests(args: list[str]) -> int:

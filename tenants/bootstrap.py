@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django_tenants.utils import get_public_schema_name, schema_context
+from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from agents.services.demo import demo_assistant_ensure
+from agents.services.providers import providers_ensure_defaults
 from accounts.services import platform_superuser_ensure
 from tenants.models import Tenant
 from tenants.services import platform_tenant_ensure, tenant_create
@@ -72,6 +74,9 @@ def platform_bootstrap() -> BootstrapResult:
     demo_created = demo is None
     if demo is None:
         demo = tenant_create(slug=DEMO_SLUG, name="Demo", owner_email=creds.email, owner_password=creds.password)
+    with tenant_context(demo):
+        providers_ensure_defaults()
+        demo_assistant_ensure()
     return BootstrapResult(
         credentials=creds, superuser_created=superuser_created, demo_created=demo_created, demo_url=demo.url()
     )

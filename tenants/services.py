@@ -11,6 +11,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 from accounts.models import User
 from accounts.services import user_create, user_validate_new
+from agents.services.providers import providers_ensure_defaults
 from tenants.models import Domain, Tenant
 from tenants.validators import validate_tenant_slug
 
@@ -51,7 +52,8 @@ def tenant_create(
     max_storage_bytes: int | None = None,
     monthly_token_budget: int | None = None,
 ) -> Tenant:
-    """Create a tenant: its schema (migrated), its domain `<slug>.<NEXENT_BASE_DOMAIN>` and its owner.
+    """Create a tenant: its schema (migrated), its domain `<slug>.<NEXENT_BASE_DOMAIN>`, its owner and its
+    default model providers (the bundled local models unless LLM_* / EMBEDDING_* name others).
 
     Everything is validated before the schema is created; errors are keyed by field (`slug`, `name`,
     `owner_email`, `owner_password`). All-or-nothing: a failure leaves no schema, row or user behind.
@@ -84,6 +86,7 @@ def tenant_create(
         Domain.objects.create(domain=tenant_domain_for(slug), tenant=tenant, is_primary=True)
     with tenant_context(tenant):
         user_create(email=owner_email, password=owner_password, role=User.Role.OWNER)
+        providers_ensure_defaults()
     logger.info("created tenant %s", slug)
     return tenant
 

@@ -215,6 +215,9 @@ class Engine:
                 "default_headers": provider.headers or None,
             },
             temperature=spec.get("temperature", 0.3),
+            tool_choice=provider.tool_choice,
+            # plain-text message content: accepted by every OpenAI-compatible server (llama.cpp refuses parts)
+            flatten_messages_as_text=True,
         )
         tools = [self._build_tool(tool, stack) for tool in spec.get("tools", [])]
         tools = [tool for group in tools for tool in (group if isinstance(group, list) else [group])]

@@ -68,6 +68,8 @@ def builtin_provider_settings() -> list[dict]:
         "model_name": settings.LLM_MODEL or "smollm2-135m-instruct",
         "api_key": settings.LLM_API_KEY,
         "context_window": settings.LLM_CONTEXT_WINDOW,
+        "tool_choice": "required" if settings.LLM_BASE_URL else "auto",
+        "timeout_s": 120,
     }
     embedding = {
         "name": "Local embeddings (multilingual-e5-small)" if not settings.EMBEDDING_BASE_URL else "Default embeddings",

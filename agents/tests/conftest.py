@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agents.models import Agent, AgentTool, AgentVersion, ModelProvider, SubAgentLink
+from agents.models import Agent, ModelProvider, SubAgentLink
 from conftest import Committed
 from nexent_site.testing.fake_openai import FakeOpenAI
 
@@ -66,10 +66,8 @@ def published_agent(committed: Committed, fake_llm: FakeOpenAI, tenant_a: Any) -
             SubAgentLink.objects.filter(parent__slug=slug).delete()
             SubAgentLink.objects.filter(child__slug=slug).delete()
             Agent.objects.filter(slug=slug).delete()
-            if not Agent.objects.exists():
-                AgentVersion.objects.all().delete()
-                AgentTool.objects.all().delete()
-                ModelProvider.objects.all().delete()
+            if not Agent.objects.filter(chat_provider__name="Fake chat").exists():
+                ModelProvider.objects.filter(name="Fake chat").delete()
 
         committed.on_teardown(tenant, remove)
         return agent

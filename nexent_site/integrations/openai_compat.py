@@ -34,6 +34,7 @@ class ProviderConfig:
     timeout_s: float = 60.0
     headers: dict[str, str] = field(default_factory=dict)
     dimension: int | None = None
+    tool_choice: str = "required"
 
     @classmethod
     def from_provider(cls, provider: Any) -> ProviderConfig:
@@ -45,6 +46,7 @@ class ProviderConfig:
             timeout_s=provider.timeout_s,
             headers=dict(provider.extra_headers or {}),
             dimension=provider.dimension,
+            tool_choice=provider.tool_choice,
         )
 
 
