@@ -9,9 +9,9 @@ Weights come from the installed packages; nothing is downloaded.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
-import importlib.util
 from pathlib import Path
 
 CHAT_MODEL_ALIAS = "smollm2-135m-instruct"
@@ -27,8 +27,23 @@ def chat_model_path() -> str:
 
 def chat_command(port: int) -> list[str]:
     return [
-        sys.executable, "-m", "llama_cpp.server", "--model", chat_model_path(), "--model_alias", CHAT_MODEL_ALIAS,
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "8192", "--n_threads", "2", "--chat_format", "chatml-function-calling",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        chat_model_path(),
+        "--model_alias",
+        CHAT_MODEL_ALIAS,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "8192",
+        "--n_threads",
+        "2",
+        "--chat_format",
+        "chatml-function-calling",
     ]
 
 

@@ -2,8 +2,10 @@
 
 from django.urls import path
 
+from agents.consumers import RunEventsConsumer
 from tenants.consumers import SessionStatusConsumer
 
 websocket_urlpatterns = [
     path("ws/status/", SessionStatusConsumer.as_asgi()),
+    path("ws/runs/<str:run_id>/", RunEventsConsumer.as_asgi()),
 ]

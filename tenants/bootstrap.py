@@ -16,9 +16,9 @@ from pathlib import Path
 from django.conf import settings
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from accounts.services import platform_superuser_ensure
 from agents.services.demo import demo_assistant_ensure
 from agents.services.providers import providers_ensure_defaults
-from accounts.services import platform_superuser_ensure
 from tenants.models import Tenant
 from tenants.services import platform_tenant_ensure, tenant_create
 

@@ -39,7 +39,11 @@ def agent_tool_add(
     *, agent: Agent, tool: str, config: Any = None, mcp_server: McpServer | None = None, mcp_tool_name: str = ""
 ) -> AgentTool:
     config = agent_tool_validate(
-        agent=agent, tool=tool, config=config or {}, mcp_server=mcp_server, mcp_tool_name=mcp_tool_name
+        agent=agent,
+        tool=tool,
+        config={} if config is None else config,
+        mcp_server=mcp_server,
+        mcp_tool_name=mcp_tool_name,
     )
     return AgentTool.objects.create(
         agent=agent, tool=tool, config=config, mcp_server=mcp_server, mcp_tool_name=mcp_tool_name
