@@ -131,12 +131,13 @@ def agent_spec_build(agent: Agent) -> dict:
 @transaction.atomic
 def agent_publish(*, agent: Agent, note: str = "", user_email: str = "") -> AgentVersion:
     """Snapshot the draft as the next version and make it the published one."""
-    agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    spec = agent_spec_build(agent)
-    last = agent.versions.order_by("-number").values_list("number", flat=True).first() or 0
-    version = AgentVersion.objects.create(agent=agent, number=last + 1, spec=spec, note=note, created_by=user_email)
+    locked = Agent.objects.select_for_update().get(pk=agent.pk)  # numbers versions one publisher at a time
+    spec = agent_spec_build(locked)
+    last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    version = AgentVersion.objects.create(agent=locked, number=last + 1, spec=spec, note=note, created_by=user_email)
+    locked.published_version = version
+    locked.save(update_fields=["published_version", "updated_at"])
     agent.published_version = version
-    agent.save(update_fields=["published_version", "updated_at"])
     return version
 
 

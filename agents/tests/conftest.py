@@ -1,6 +1,7 @@
 """Fixtures for agent tests. The only stand-in is the *external* model provider: `FakeOpenAI`, a local
 server speaking the real OpenAI HTTP/SSE protocol (see nexent_site/testing/fake_openai.py)."""
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -63,6 +64,17 @@ def published_agent(committed: Committed, fake_llm: FakeOpenAI, tenant_a: Any) -
         agent = committed.run(tenant, create)
 
         def remove() -> None:
+            # let the worker finish with this agent's runs before their rows go away
+            from agents.models import AgentRun, RunStatus
+            from agents.services.runs import run_cancel
+
+            for run in AgentRun.objects.filter(agent__slug=slug, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]):
+                run_cancel(run=run)
+            deadline = time.monotonic() + 30
+            while AgentRun.objects.filter(agent__slug=slug, status=RunStatus.RUNNING).exists():
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
             SubAgentLink.objects.filter(parent__slug=slug).delete()
             SubAgentLink.objects.filter(child__slug=slug).delete()
             Agent.objects.filter(slug=slug).delete()
