@@ -35,7 +35,6 @@ def make_provider(fake: FakeOpenAI, **overrides: Any) -> ModelProvider:
         "base_url": fake.base_url,
         "model_name": "fake-model",
         "timeout_s": 10,
-        "is_default": True,
         **overrides,
     }
     api_key = values.pop("api_key", "sk-test-1234567890abcd")
