@@ -49,6 +49,7 @@ class ModelProviderForm(_SecretFieldMixin, forms.ModelForm):
             "context_window",
             "extra_headers",
             "tool_choice",
+            "stream_tool_calls",
             "is_default",
         ]
 

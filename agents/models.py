@@ -44,6 +44,9 @@ class ModelProvider(models.Model):
         default="required",
         help_text="How tools-mode agents ask for tool calls; small local servers (llama.cpp) need “auto”.",
     )
+    stream_tool_calls = models.BooleanField(
+        default=True, help_text="Stream tools-mode answers; turn off for servers that cannot (llama.cpp)."
+    )
     dimension = models.PositiveIntegerField(null=True, blank=True, help_text="Embedding size, from the test")
     is_default = models.BooleanField(default=False, help_text="The tenant's default provider of this kind")
     is_builtin = models.BooleanField(default=False, editable=False, help_text="A bundled local model")

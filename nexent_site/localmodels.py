@@ -59,6 +59,9 @@ def main(argv: list[str]) -> None:
         command = embed_command(int(os.environ.get("NEXENT_LOCAL_EMBEDDING_PORT", "8101")))
     else:
         raise SystemExit(__doc__)
+    # honcho exports PORT for every process, and llama-cpp-python's settings prefer it to --port.
+    for variable in ("PORT", "HOST"):
+        os.environ.pop(variable, None)
     os.execv(command[0], command)
 
 

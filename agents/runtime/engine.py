@@ -128,7 +128,7 @@ class Engine:
     def _run_chat(self) -> None:
         provider = self.provider_for(self.spec)
         messages = [{"role": "system", "content": system_prompt(self.spec)}, *self.messages]
-        messages = [messages[0], *_trim_history(messages[1:], self.spec.get("context_window", 8192))]
+        messages = [messages[0], *_trim_history(messages[1:], self.spec.get("context_window") or 8192)]
         self.emit(EventType.STEP_STARTED, {"step": 1})
         text: list[str] = []
         finished = False
@@ -185,7 +185,7 @@ class Engine:
                 raise RunFailed(self._explain(last.error), "agent_error")
 
     def _task_text(self) -> str:
-        history = _trim_history(self.messages, self.spec.get("context_window", 8192))
+        history = _trim_history(self.messages, self.spec.get("context_window") or 8192)
         if not history:
             raise RunFailed("no message to answer", "empty_input")
         *earlier, last = history
@@ -229,7 +229,8 @@ class Engine:
             managed_agents=managed or None,
             max_steps=spec.get("max_steps", 6),
             instructions=system_prompt(spec),
-            stream_outputs=not path,  # sub-agents report whole steps through the callback below
+            # sub-agents report whole steps through the callback below
+            stream_outputs=not path and provider.stream_tool_calls,
             logger=_quiet_logger(),
             name=spec["slug"].replace("-", "_") if path else None,
             description=spec.get("description") or spec.get("name") if path else None,
@@ -279,9 +280,6 @@ class Engine:
     def _on_parent_event(self, item: Any) -> None:
         if isinstance(item, ChatMessageStreamDelta):
             self._start_step_once()
-            if item.token_usage:
-                self.result.tokens_in += item.token_usage.input_tokens
-                self.result.tokens_out += item.token_usage.output_tokens
             if item.content:
                 self.emit(EventType.TEXT_DELTA, {"text": item.content})
         elif isinstance(item, ToolCall):
@@ -295,6 +293,9 @@ class Engine:
                     {"id": item.id, "name": item.tool_call.name, "output": _text(item.observation)},
                 )
         elif isinstance(item, ActionStep):
+            if item.token_usage:  # streamed or not, each step carries its model call's usage
+                self.result.tokens_in += item.token_usage.input_tokens
+                self.result.tokens_out += item.token_usage.output_tokens
             if item.error:
                 self.emit(
                     EventType.ERROR, {"message": _text(str(item.error), 1000), "code": "step_error", "fatal": False}

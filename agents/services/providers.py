@@ -69,6 +69,7 @@ def builtin_provider_settings() -> list[dict]:
         "api_key": settings.LLM_API_KEY,
         "context_window": settings.LLM_CONTEXT_WINDOW,
         "tool_choice": "required" if settings.LLM_BASE_URL else "auto",
+        "stream_tool_calls": bool(settings.LLM_BASE_URL),
         "timeout_s": 120,
     }
     embedding = {

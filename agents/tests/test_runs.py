@@ -246,3 +246,52 @@ def test_cancelling_a_queued_run_ends_it_at_once(
     assert events[-1]["data"]["status"] == "cancelled"
     time.sleep(0.5)  # the worker, receiving the task anyway, must leave the run alone
     assert stored(committed, tenant_a, run).status == RunStatus.CANCELLED
+
+
+def test_an_agent_without_a_provider_uses_the_tenant_default(
+    committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    from agents.models import Agent, ModelProvider
+    from agents.services.agents import agent_publish
+    from agents.services.providers import provider_save
+    from agents.tests.conftest import make_provider
+
+    def create() -> AgentRun:
+        make_provider(fake_llm, name="Fake default", is_default=True)
+        agent = Agent.objects.create(name="Plain", slug="plain", mode="tools")  # no chat_provider of its own
+        agent_publish(agent=agent)
+        return run_start(agent=agent, messages="hello there", trigger="api")
+
+    def restore() -> None:
+        Agent.objects.filter(slug="plain").delete()
+        ModelProvider.objects.filter(name="Fake default").delete()
+        local = ModelProvider.objects.get(kind="chat", is_builtin=True)
+        local.is_default = True
+        provider_save(provider=local)
+
+    committed.on_teardown(tenant_a, restore)
+    run = committed.run(tenant_a, create)
+    events = follow(tenant_a, run)
+
+    assert events[-1]["data"]["status"] == "succeeded", events[-1]
+    assert next(e for e in events if e["type"] == "final_answer")["data"]["text"].endswith("hello there")
+
+
+def test_tools_mode_without_streaming_for_servers_that_cannot_stream_tool_calls(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    published_agent(
+        slug="nostream", tools=("calculator",), provider={"stream_tool_calls": False, "tool_choice": "auto"}
+    )
+    fake_llm.script(
+        Reply(tool_calls=[ToolCallSpec("calculator", {"expression": "1+1"})]),
+        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "2"})]),
+    )
+
+    events = follow(tenant_a, start(committed, tenant_a, "nostream"))
+
+    assert events[-1]["data"]["status"] == "succeeded"
+    assert next(e for e in events if e["type"] == "tool_result")["data"]["output"] == "2"
+    assert [r.get("stream", False) for r in fake_llm.chat_requests()] == [False, False]
+    assert stored(committed, tenant_a, AgentRun(pk=events[0]["run_id"])).tokens_in > 0
+    assert {r["tool_choice"] for r in fake_llm.chat_requests()} == {"auto"}

@@ -35,6 +35,7 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
     dimension: int | None = None
     tool_choice: str = "required"
+    stream_tool_calls: bool = True
 
     @classmethod
     def from_provider(cls, provider: Any) -> ProviderConfig:
@@ -47,6 +48,7 @@ class ProviderConfig:
             headers=dict(provider.extra_headers or {}),
             dimension=provider.dimension,
             tool_choice=provider.tool_choice,
+            stream_tool_calls=provider.stream_tool_calls,
         )
 
 
