@@ -258,6 +258,8 @@ LOCAL_EMBEDDING_URL = f"http://127.0.0.1:{LOCAL_EMBEDDING_PORT}/v1"
 # --- Agents ---------------------------------------------------------------------------------------
 # web_fetch refuses private, loopback and link-local addresses unless this is true.
 WEB_FETCH_ALLOW_PRIVATE = env.bool("WEB_FETCH_ALLOW_PRIVATE", default=False)
+# How long connecting to an MCP server (and listing its tools) may take.
+MCP_CONNECT_TIMEOUT_S = env.float("MCP_CONNECT_TIMEOUT_S", default=15)
 # Runs still "running" this long after their deadline are marked failed by the watchdog.
 RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # How long a run's event stream stays in Redis for reconnecting clients.

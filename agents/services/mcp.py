@@ -6,6 +6,7 @@ import warnings
 from contextlib import ExitStack
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from agents.models import ConnectionStatus, McpServer
@@ -35,7 +36,11 @@ def mcp_tools_open(server: dict, stack: ExitStack) -> list[Any]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        client = MCPClient(mcp_server_parameters(server), structured_output=False)
+        client = MCPClient(
+            mcp_server_parameters(server),
+            adapter_kwargs={"connect_timeout": settings.MCP_CONNECT_TIMEOUT_S},
+            structured_output=False,
+        )
     stack.callback(client.disconnect)
     return list(client.get_tools())
 
