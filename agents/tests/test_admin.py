@@ -1,0 +1,125 @@
+"""The tenant admin for agents: export, import (with field errors), rollback, runs trace, and forms that
+cannot reach another tenant's agents or MCP servers."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django_tenants.utils import tenant_context
+
+from agents.models import Agent, AgentRun, McpServer
+from agents.services.agents import agent_publish, agent_tool_add
+from conftest import PASSWORD, host_of, owner_email
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owner_a(client: Client, tenant_a: Tenant) -> Client:
+    client.post("/admin/login/", {"username": owner_email("alpha"), "password": PASSWORD}, HTTP_HOST=host_of(tenant_a))
+    return client
+
+
+def test_export_import_and_rollback_through_the_admin(owner_a: Client, tenant_a: Tenant) -> None:
+    host = {"HTTP_HOST": host_of(tenant_a)}
+    with tenant_context(tenant_a):
+        agent = Agent.objects.create(name="Exp", slug="exp", role_prompt="v1 prompt")
+        agent_tool_add(agent=agent, tool="calculator")
+        v1 = agent_publish(agent=agent)
+        agent.role_prompt = "v2 prompt"
+        agent.save()
+        agent_publish(agent=agent)
+
+    exported = owner_a.post(
+        "/admin/agents/agent/", {"action": "export_selected", "_selected_action": [agent.pk]}, **host
+    )
+    assert exported["Content-Disposition"] == 'attachment; filename="exp.json"'
+    data = json.loads(exported.content)
+    assert data["agent"]["role_prompt"] == "v2 prompt" and data["tools"][0]["tool"] == "calculator"
+
+    upload = SimpleUploadedFile("exp.json", exported.content, content_type="application/json")
+    imported = owner_a.post("/admin/agents/agent/import/", {"file": upload, "slug": "exp-copy"}, **host)
+    assert imported.status_code == 302
+    with tenant_context(tenant_a):
+        assert Agent.objects.get(slug="exp-copy").tools.get().tool == "calculator"
+
+    broken = SimpleUploadedFile("x.json", b"{not json", content_type="application/json")
+    refused = owner_a.post("/admin/agents/agent/import/", {"file": broken}, **host)
+    assert refused.status_code == 400 and "not valid JSON" in refused.content.decode()
+
+    duplicate = SimpleUploadedFile("exp.json", exported.content, content_type="application/json")
+    refused = owner_a.post("/admin/agents/agent/import/", {"file": duplicate}, **host)
+    assert refused.status_code == 400 and "already exists" in refused.content.decode()
+
+    rolled = owner_a.post(f"/admin/agents/agent/{agent.pk}/rollback/", {"version": v1.pk}, **host)
+    assert rolled.status_code == 302
+    with tenant_context(tenant_a):
+        assert Agent.objects.get(pk=agent.pk).published_version_id == v1.pk
+
+
+def test_runs_are_listed_read_only_with_filters(owner_a: Client, tenant_a: Tenant) -> None:
+    with tenant_context(tenant_a):
+        agent = Agent.objects.create(name="Traced", slug="traced")
+        version = agent_publish(agent=agent)
+        run = AgentRun.objects.create(
+            agent=agent,
+            version=version,
+            spec=version.spec,
+            trigger="api",
+            status="failed",
+            error="model call failed: boom",
+            input=[],
+        )
+    host = {"HTTP_HOST": host_of(tenant_a)}
+    listing = owner_a.get("/admin/agents/agentrun/?status__exact=failed", **host)
+    assert listing.status_code == 200 and str(run.id)[:8] in listing.content.decode()
+    assert owner_a.get("/admin/agents/agentrun/?status__exact=succeeded", **host).context["cl"].result_count == 0
+    detail = owner_a.get(f"/admin/agents/agentrun/{run.pk}/change/", **host)
+    assert "model call failed: boom" in detail.content.decode() and detail.context["has_change_permission"] is False
+    assert owner_a.get("/admin/agents/agentrun/add/", **host).status_code == 403
+
+
+def test_forms_cannot_reach_another_tenants_agents_or_mcp_servers(
+    owner_a: Client, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    with tenant_context(tenant_b):
+        b_agent = Agent.objects.create(name="B agent", slug="b-agent")
+        b_server = McpServer.objects.create(name="b-mcp", url="http://b.example/mcp", tools=[{"name": "x"}])
+    with tenant_context(tenant_a):
+        a_agent = Agent.objects.create(name="A agent", slug="a-agent")
+        a_ids = set(Agent.objects.values_list("pk", flat=True))
+        a_servers = set(McpServer.objects.values_list("pk", flat=True))
+    response = owner_a.post(
+        f"/admin/agents/agent/{a_agent.pk}/change/",
+        {
+            "name": "A agent",
+            "slug": "a-agent",
+            "mode": "tools",
+            "temperature": "0.3",
+            "max_steps": "4",
+            "run_timeout_s": "60",
+            "example_questions": "[]",
+            "tools-TOTAL_FORMS": "1",
+            "tools-INITIAL_FORMS": "0",
+            "tools-0-tool": "mcp",
+            "tools-0-mcp_server": str(b_server.pk),
+            "tools-0-mcp_tool_name": "x",
+            "tools-0-config": "{}",
+            "tools-0-enabled": "on",
+            "sub_agent_links-TOTAL_FORMS": "1",
+            "sub_agent_links-INITIAL_FORMS": "0",
+            "sub_agent_links-0-child": str(b_agent.pk),
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+        HTTP_HOST=host_of(tenant_a),
+    )
+    with tenant_context(tenant_a):
+        links = list(Agent.objects.get(pk=a_agent.pk).sub_agent_links.values_list("child__slug", flat=True))
+        servers = list(Agent.objects.get(pk=a_agent.pk).tools.values_list("mcp_server__name", flat=True))
+    assert "b-agent" not in links and "b-mcp" not in servers
+    if b_agent.pk not in a_ids or b_server.pk not in a_servers:
+        assert response.status_code == 200  # the form reports the unknown choice
+        assert "Select a valid choice" in response.content.decode()
