@@ -6,6 +6,7 @@ import warnings
 from contextlib import ExitStack
 from typing import Any
 
+import requests
 from django.conf import settings
 from django.utils import timezone
 
@@ -45,6 +46,31 @@ def mcp_tools_open(server: dict, stack: ExitStack) -> list[Any]:
     return list(client.get_tools())
 
 
+def _http_diagnosis(server: dict) -> str | None:
+    """The MCP client reports most failures as a timeout; one plain request tells what really happened."""
+    params = mcp_server_parameters(server)
+    headers = {**params["headers"], "Accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "nexent", "version": "1"},
+        },
+    }
+    try:
+        response = requests.post(params["url"], json=initialize, headers=headers, timeout=5)
+    except requests.RequestException as exc:
+        return f"cannot connect to {params['url']}: {type(exc).__name__}"
+    if response.status_code in (401, 403):
+        return f"authentication failed ({response.status_code}): check the token and headers"
+    if response.status_code >= 400:
+        return f"HTTP {response.status_code} from the MCP server at {params['url']}"
+    return None
+
+
 def mcp_server_discover(*, server: McpServer) -> McpServer:
     """Connect, list the server's tools, cache them on the record and store the connection status."""
     try:
@@ -55,7 +81,7 @@ def mcp_server_discover(*, server: McpServer) -> McpServer:
         server.status, server.status_error = ConnectionStatus.AVAILABLE, ""
     except Exception as exc:  # any failure is reported on the record, with its reason
         server.status = ConnectionStatus.UNAVAILABLE
-        server.status_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        server.status_error = _http_diagnosis(mcp_server_as_dict(server)) or f"{type(exc).__name__}: {str(exc)[:500]}"
     server.status_checked_at = timezone.now()
     server.save(update_fields=["tools", "tools_discovered_at", "status", "status_error", "status_checked_at"])
     return server

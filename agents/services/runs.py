@@ -22,6 +22,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentRun, McpServer, ModelProvider, ProviderKind, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
+from agents.runtime.limits import ProviderSlot, provider_slots_key
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
@@ -136,6 +137,13 @@ def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
     return configs
 
 
+def _used_provider_keys(spec: dict) -> set[str]:
+    keys = {str(spec.get("provider_id") or "default")}
+    for child in spec.get("sub_agents", []):
+        keys |= _used_provider_keys(child)
+    return keys
+
+
 def _mcp_servers_for(spec: dict) -> dict[str, dict]:
     ids: set[int] = set()
 
@@ -210,6 +218,7 @@ def run_execute(*, run_id: str) -> AgentRun | None:
     recorder = _RunRecorder(run)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
+    slots: list[ProviderSlot] = []
     status, error = RunStatus.SUCCEEDED, ""
     try:
         recorder.emit(
@@ -223,10 +232,12 @@ def run_execute(*, run_id: str) -> AgentRun | None:
         )
         recorder.stopping = False
         recorder.check_stop()
+        providers = _providers_for(run.spec)
+        _acquire_provider_slots(run, providers, recorder, slots)
         engine = Engine(
             spec=run.spec,
             messages=run.input,
-            providers=_providers_for(run.spec),
+            providers=providers,
             mcp_servers=_mcp_servers_for(run.spec),
             context=context,
             emit=recorder.emit,
@@ -242,6 +253,8 @@ def run_execute(*, run_id: str) -> AgentRun | None:
         logger.exception("run %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
+        for slot in slots:
+            slot.release()
         recorder.stopping = True
         result = engine.result if engine else None
         if result:
@@ -256,6 +269,28 @@ def run_execute(*, run_id: str) -> AgentRun | None:
         recorder.emit(EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms})
         recorder.close()
     return run
+
+
+def _acquire_provider_slots(
+    run: AgentRun, providers: dict[str, ProviderConfig], recorder: _RunRecorder, slots: list[ProviderSlot]
+) -> None:
+    """Wait until every provider the run uses has a free slot (its max concurrency), in a fixed order so
+    that two runs never wait on each other. Cancellation and the run's timeout still apply while waiting."""
+    for key in sorted(_used_provider_keys(run.spec)):
+        config = providers.get(key)
+        if config is None or not config.max_concurrency or config.provider_id is None:
+            continue
+        slot = ProviderSlot(
+            recorder.redis,
+            provider_slots_key(recorder.schema, str(config.provider_id)),
+            config.max_concurrency,
+            holder=str(run.id),
+            ttl_s=run.spec["run_timeout_s"] + 60,
+        )
+        waited = slot.acquire(check=recorder.check_stop)
+        slots.append(slot)
+        if waited > 0.5:
+            logger.info("run %s waited %.1fs for provider %s", run.id, waited, key)
 
 
 def _finish(run: AgentRun, status: str, error: str) -> None:

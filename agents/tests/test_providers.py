@@ -166,3 +166,10 @@ def test_tenant_a_cannot_attach_a_provider_of_tenant_b(
     else:
         # the same number names one of A's own providers, never B's
         assert created.chat_provider.name == same_pk_in_a.name != "B only"
+
+
+def test_a_rerank_provider_is_tested_with_a_real_rerank_call(tenant_a: Tenant, fake_llm: FakeOpenAI) -> None:
+    with tenant_context(tenant_a):
+        provider = provider_test(provider=make_provider(fake_llm, name="Fake rerank", kind="rerank"))
+        assert provider.status == "available", provider.status_error
+    assert any(r["path"].endswith("/rerank") for r in fake_llm.requests)

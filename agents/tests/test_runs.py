@@ -295,3 +295,54 @@ def test_tools_mode_without_streaming_for_servers_that_cannot_stream_tool_calls(
     assert [r.get("stream", False) for r in fake_llm.chat_requests()] == [False, False]
     assert stored(committed, tenant_a, AgentRun(pk=events[0]["run_id"])).tokens_in > 0
     assert {r["tool_choice"] for r in fake_llm.chat_requests()} == {"auto"}
+
+
+def test_a_provider_runs_at_most_max_concurrency_runs_at_once(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: a provider limited to one run at a time, and two slow runs started together
+    published_agent(slug="single-file", mode="chat", provider={"max_concurrency": 1})
+    fake_llm.script(*[Reply(content=" ".join(["tok"] * 10), token_gap_s=0.1) for _ in range(2)])
+    first = start(committed, tenant_a, "single-file")
+    second = start(committed, tenant_a, "single-file")
+
+    # when
+    a, b = follow(tenant_a, first), follow(tenant_a, second)
+
+    # then: both succeed, and their streams did not overlap
+    assert a[-1]["data"]["status"] == b[-1]["data"]["status"] == "succeeded"
+    a_deltas = [e["ts"] for e in a if e["type"] == "text_delta"]
+    b_deltas = [e["ts"] for e in b if e["type"] == "text_delta"]
+    assert a_deltas[-1] <= b_deltas[0] or b_deltas[-1] <= a_deltas[0]
+
+
+def test_the_watchdog_closes_runs_whose_worker_died(
+    committed: Committed, published_agent: Any, tenant_a: Tenant
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import Agent
+    from agents.services.runs import runs_watchdog
+
+    published_agent(slug="orphan", mode="chat")
+
+    def orphan() -> AgentRun:
+        agent = Agent.objects.get(slug="orphan")
+        return AgentRun.objects.create(
+            agent=agent,
+            version=agent.published_version,
+            spec=agent.published_version.spec,
+            trigger="api",
+            status=RunStatus.RUNNING,
+            deadline_at=timezone.now() - timedelta(hours=1),
+            input=[],
+        )
+
+    run = committed.run(tenant_a, orphan)
+    assert committed.run(tenant_a, runs_watchdog) == 1
+
+    done = stored(committed, tenant_a, run)
+    assert done.status == RunStatus.FAILED and "deadline" in done.error
+    assert run_events_since(tenant_a.schema_name, str(run.id))[-1]["data"]["status"] == "failed"

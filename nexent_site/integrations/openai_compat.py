@@ -36,6 +36,8 @@ class ProviderConfig:
     dimension: int | None = None
     tool_choice: str = "required"
     stream_tool_calls: bool = True
+    provider_id: int | None = None
+    max_concurrency: int = 0  # 0: unlimited
 
     @classmethod
     def from_provider(cls, provider: Any) -> ProviderConfig:
@@ -49,6 +51,8 @@ class ProviderConfig:
             dimension=provider.dimension,
             tool_choice=provider.tool_choice,
             stream_tool_calls=provider.stream_tool_calls,
+            provider_id=provider.pk,
+            max_concurrency=provider.max_concurrency,
         )
 
 
