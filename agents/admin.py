@@ -51,12 +51,9 @@ class ModelProviderAdmin(admin.ModelAdmin):
         "name",
         "kind",
         "model_name",
-        "base_url",
         "status_badge",
-        "dimension",
         "is_default",
         "key",
-        "status_checked_at",
     ]
     list_filter = ["kind", "status", "is_default"]
     search_fields = ["name", "model_name", "base_url"]
