@@ -58,9 +58,12 @@ def messages_validate(messages: Any) -> list[dict]:
     return cleaned
 
 
-def run_start(*, agent: Agent, messages: Any, trigger: str, user_email: str = "", draft: bool = False) -> AgentRun:
+def run_start(
+    *, agent: Agent, messages: Any, trigger: str, user_email: str = "", draft: bool = False, enqueue: bool = True
+) -> AgentRun:
     """Create a queued run of the agent's published version (or of its draft, for the playground) and
-    enqueue it once the transaction commits."""
+    enqueue it once the transaction commits. `enqueue=False` leaves that to the caller (a chat turn runs
+    the run inside its own task)."""
     messages = messages_validate(messages)
     if draft:
         version, spec = None, agent_spec_build(agent)
@@ -81,6 +84,8 @@ def run_start(*, agent: Agent, messages: Any, trigger: str, user_email: str = ""
         user_email=user_email,
         deadline_at=now + timedelta(seconds=spec["run_timeout_s"] + QUEUE_ALLOWANCE_S),
     )
+    if not enqueue:
+        return run
     from agents.tasks import agent_run_execute
 
     timeout = spec["run_timeout_s"]

@@ -1,0 +1,44 @@
+"""Relaying a run's events to a websocket, in one place: join the run's group, replay what the Redis
+stream already holds after the client's last sequence number, then pass live events on — each exactly
+once, in order. Used by the run consumer (playground) and the chat consumer."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+
+from agents.runtime.streams import run_events_since, run_group_name
+
+
+class RunRelayMixin:
+    """For AsyncJsonWebsocketConsumer subclasses. Call `relay_run` for each run the client follows."""
+
+    async def relay_run(self, schema_name: str, run_id: str, after: int = 0) -> list[dict]:
+        if not hasattr(self, "_run_seqs"):
+            self._run_seqs: dict[str, int] = {}
+            self._run_groups: set[str] = set()
+        run_id = str(run_id)
+        self._run_seqs[run_id] = max(self._run_seqs.get(run_id, 0), after)
+        group = run_group_name(schema_name, run_id)
+        if group not in self._run_groups:
+            # Join first, then replay: events published meanwhile wait in the group and are de-duplicated.
+            await self.channel_layer.group_add(group, self.channel_name)
+            self._run_groups.add(group)
+        backlog = await database_sync_to_async(run_events_since)(schema_name, run_id, self._run_seqs[run_id])
+        for event in backlog:
+            await self._relay_event(event)
+        return backlog
+
+    async def _relay_event(self, event: dict) -> None:
+        run_id = event["run_id"]
+        if event["seq"] <= self._run_seqs.get(run_id, 0):
+            return
+        self._run_seqs[run_id] = event["seq"]
+        await self.send_json(event)
+
+    async def run_event(self, message: dict) -> None:
+        """Channel-layer handler for the events the worker sends to a run's group."""
+        await self._relay_event(message["event"])
+
+    async def leave_runs(self) -> None:
+        for group in getattr(self, "_run_groups", set()):
+            await self.channel_layer.group_discard(group, self.channel_name)
