@@ -29,6 +29,8 @@ from django.db import connection, connections
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 T = TypeVar("T")
+# Agent fixtures (the fake model provider, published agents) are used by several apps' tests.
+pytest_plugins = ["agents.tests.fixtures"]
 PASSWORD = "Correct-Horse-Battery-9"
 TENANT_SLUGS = ("alpha", "beta", "gamma")
 BASE_DIR = Path(__file__).resolve().parent

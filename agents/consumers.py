@@ -42,9 +42,18 @@ class RunEventsConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
         if not backlog and run.is_finished and after < run.last_seq:
             # The stream expired: the stored run is the source of truth.
             await self._relay_event(
-                {"type": "run_finished", "run_id": str(run.id), "seq": run.last_seq, "agent": "",
-                 "data": {"status": run.status, "error": run.error, "duration_ms": run.duration_ms,
-                          "output": run.output}}
+                {
+                    "type": "run_finished",
+                    "run_id": str(run.id),
+                    "seq": run.last_seq,
+                    "agent": "",
+                    "data": {
+                        "status": run.status,
+                        "error": run.error,
+                        "duration_ms": run.duration_ms,
+                        "output": run.output,
+                    },
+                }
             )
 
     async def disconnect(self, code: int) -> None:

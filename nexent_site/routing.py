@@ -3,9 +3,11 @@
 from django.urls import path
 
 from agents.consumers import RunEventsConsumer
+from conversations.consumers import ChatConsumer
 from tenants.consumers import SessionStatusConsumer
 
 websocket_urlpatterns = [
     path("ws/status/", SessionStatusConsumer.as_asgi()),
     path("ws/runs/<str:run_id>/", RunEventsConsumer.as_asgi()),
+    path("ws/chat/<str:conversation_id>/", ChatConsumer.as_asgi()),
 ]

@@ -265,6 +265,9 @@ RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # How long a run's event stream stays in Redis for reconnecting clients.
 RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
 
+# --- Chat -----------------------------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+
 # --- Health ---------------------------------------------------------------------------------------
 SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="postgres")
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")

@@ -4,10 +4,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from nexent_site.admin_sites import tenant_admin_site
-from tenants import views
 
 urlpatterns = [
-    path("", views.tenant_home, name="home"),
+    path("", include("conversations.urls")),
     path("admin/", tenant_admin_site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

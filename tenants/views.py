@@ -1,4 +1,3 @@
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -10,13 +9,6 @@ from tenants.middleware import wants_json
 def landing(request: HttpRequest) -> HttpResponse:
     """The platform's public page on the base domain."""
     return render(request, "public/landing.html")
-
-
-@login_required
-@require_GET
-def tenant_home(request: HttpRequest) -> HttpResponse:
-    """A tenant's start page for its logged-in users (the chat pages build on it)."""
-    return render(request, "tenants/home.html", {"tenant": request.tenant})
 
 
 def unknown_host(request: HttpRequest) -> HttpResponse:

@@ -18,7 +18,7 @@ from agents.runtime.streams import run_events_follow
 from agents.services.agents import agent_publish, agent_tool_add
 from agents.services.mcp import mcp_server_discover
 from agents.services.runs import run_start
-from agents.tests.conftest import make_provider
+from agents.tests.fixtures import make_provider
 from conftest import Committed
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tenants.models import Tenant

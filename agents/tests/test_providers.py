@@ -8,7 +8,7 @@ from django_tenants.utils import tenant_context
 
 from agents.models import Agent, ModelProvider
 from agents.services.providers import provider_save, provider_test
-from agents.tests.conftest import make_provider
+from agents.tests.fixtures import make_provider
 from conftest import PASSWORD, host_of, owner_email
 from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, embed
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply

@@ -254,7 +254,7 @@ def test_an_agent_without_a_provider_uses_the_tenant_default(
     from agents.models import Agent, ModelProvider
     from agents.services.agents import agent_publish
     from agents.services.providers import provider_save
-    from agents.tests.conftest import make_provider
+    from agents.tests.fixtures import make_provider
 
     def create() -> AgentRun:
         make_provider(fake_llm, name="Fake default", is_default=True)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from agents.models import Agent
+from conversations.models import Conversation, Message
+
+
+def agents_published() -> QuerySet[Agent]:
+    return Agent.objects.filter(published_version__isnull=False).order_by("name")
+
+
+def conversation_get_for_user(*, conversation_id: Any, user: Any) -> Conversation | None:
+    """The user's own conversation, or None for anything else (missing, another user's, malformed id)."""
+    try:
+        uuid.UUID(str(conversation_id))
+    except ValueError:
+        return None
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return Conversation.objects.select_related("agent").filter(pk=conversation_id, user=user).first()
+
+
+def conversations_for_user(*, user: Any, query: str = "", archived: bool = False) -> QuerySet[Conversation]:
+    """The user's conversations, newest first; `query` matches titles and message text."""
+    conversations = Conversation.objects.filter(user=user, archived=archived).select_related("agent")
+    query = query.strip()
+    if query:
+        matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+        conversations = conversations.filter(Q(title__icontains=query) | Exists(matching))
+    return conversations.order_by("-updated_at")
+
+
+def message_get_for_user(*, message_id: Any, user: Any) -> Message | None:
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        return None
+    return Message.objects.select_related("conversation", "run").filter(pk=message_id, conversation__user=user).first()

@@ -1,0 +1,233 @@
+"""Chat turns: a user message starts a run of the conversation's agent; when the run ends, the assistant
+message is written from it (content, status, units, citations, usage). The web process only saves and
+enqueues; the worker runs the agent (see conversations.tasks)."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from accounts.models import User
+from agents.models import Agent, AgentRun, RunStatus, RunStep
+from agents.services.providers import provider_config, provider_default
+from agents.services.runs import run_cancel, run_start
+from conversations.models import Citation, Conversation, Message, MessageUnit
+from nexent_site.errors import ApplicationError
+from nexent_site.integrations.openai_compat import client_for
+
+logger = logging.getLogger(__name__)
+
+RUN_TO_MESSAGE_STATUS = {
+    RunStatus.SUCCEEDED: Message.Status.COMPLETED,
+    RunStatus.FAILED: Message.Status.FAILED,
+    RunStatus.TIMED_OUT: Message.Status.FAILED,
+    RunStatus.CANCELLED: Message.Status.STOPPED,
+}
+EVENT_TO_UNIT = {
+    "step_started": MessageUnit.Kind.STEP,
+    "tool_call": MessageUnit.Kind.TOOL_CALL,
+    "tool_result": MessageUnit.Kind.TOOL_RESULT,
+    "subagent_event": MessageUnit.Kind.SUBAGENT,
+    "final_answer": MessageUnit.Kind.FINAL_ANSWER,
+    "error": MessageUnit.Kind.ERROR,
+}
+
+
+def conversation_group_name(schema_name: str, conversation_id: str) -> str:
+    return f"chat.{schema_name}.{str(conversation_id).replace('-', '')}"
+
+
+def conversation_start(*, user: User, agent: Agent, title: str = "") -> Conversation:
+    if agent.published_version_id is None:
+        raise ApplicationError(f"“{agent.name}” is not published yet.", code="not_published", status=409)
+    return Conversation.objects.create(user=user, agent=agent, title=title[:200])
+
+
+def _history(conversation: Conversation) -> list[dict]:
+    turns = conversation.messages.filter(status=Message.Status.COMPLETED).exclude(content="")
+    return [{"role": m.role, "content": m.content} for m in turns.order_by("created_at", "id")]
+
+
+@transaction.atomic
+def conversation_message_send(*, conversation: Conversation, user: User, content: str) -> tuple[Message, Message]:
+    """Save the user's message and a pending assistant message, and start the agent's run (enqueued on
+    commit). One turn at a time per conversation."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    content = (content or "").strip()
+    if conversation.user_id != user.pk:
+        raise ApplicationError("Conversation not found.", code="not_found", status=404)
+    if conversation.archived:
+        raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
+    if not content:
+        raise ApplicationError("Write a message first.", code="empty_message")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ApplicationError(
+            f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long"
+        )
+    if conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]).exists():
+        raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    return user_message, _start_turn(conversation=conversation, user=user)
+
+
+def _start_turn(*, conversation: Conversation, user: User) -> Message:
+    run = run_start(
+        agent=conversation.agent,
+        messages=_history(conversation) or [{"role": "user", "content": ""}],
+        trigger=AgentRun.Trigger.CHAT,
+        user_email=user.email,
+        enqueue=False,
+    )
+    assistant = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    from conversations.tasks import chat_turn_execute
+
+    timeout = run.spec["run_timeout_s"]
+    transaction.on_commit(
+        lambda: chat_turn_execute.apply_async(
+            args=[assistant.pk], soft_time_limit=timeout + 15, time_limit=timeout + 60
+        )
+    )
+    return assistant
+
+
+@transaction.atomic
+def message_regenerate(*, message: Message, user: User) -> Message:
+    """Answer the last user message again: the latest assistant message is replaced by a new turn."""
+    conversation = message.conversation
+    latest = conversation.messages.order_by("-created_at", "-id").first()
+    if message.role != Message.Role.ASSISTANT or latest is None or latest.pk != message.pk:
+        raise ApplicationError("Only the latest answer can be regenerated.", code="not_latest")
+    if message.is_active:
+        raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
+    if conversation.archived:
+        raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
+    message.delete()
+    return _start_turn(conversation=conversation, user=user)
+
+
+def message_stop(*, message: Message) -> Message:
+    if message.run_id and message.is_active:
+        run_cancel(run=message.run)
+    return message
+
+
+def message_feedback(*, message: Message, value: str, comment: str = "") -> Message:
+    if message.role != Message.Role.ASSISTANT:
+        raise ApplicationError("Only answers take feedback.", code="bad_feedback")
+    if value not in Message.Feedback.values:
+        raise ApplicationError("Feedback is like, dislike or empty.", code="bad_feedback")
+    message.feedback, message.feedback_comment = value, comment[:2000]
+    message.save(update_fields=["feedback", "feedback_comment"])
+    return message
+
+
+def conversation_update(
+    *, conversation: Conversation, title: str | None = None, archived: bool | None = None
+) -> Conversation:
+    if title is not None:
+        conversation.title = title.strip()[:200]
+    if archived is not None:
+        conversation.archived = archived
+    conversation.save(update_fields=["title", "archived", "updated_at"])
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    for message in conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]):
+        message_stop(message=message)
+    conversation.delete()
+
+
+# --- worker side ------------------------------------------------------------------------------------------
+def message_mark_streaming(*, message: Message) -> None:
+    Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).update(status=Message.Status.STREAMING)
+
+
+@transaction.atomic
+def message_finalize(*, message: Message) -> Message:
+    """Write the assistant message from its finished run. Idempotent (units and citations are rebuilt)."""
+    run = AgentRun.objects.get(pk=message.run_id)
+    if not run.is_finished:
+        return message
+    message.status = RUN_TO_MESSAGE_STATUS[run.status]
+    message.content = run.output
+    message.error = run.error
+    message.tokens_in, message.tokens_out = run.tokens_in, run.tokens_out
+    message.save(update_fields=["status", "content", "error", "tokens_in", "tokens_out"])
+    message.units.all().delete()
+    units, citations = [], []
+    for step in RunStep.objects.filter(run=run).order_by("seq"):
+        kind = EVENT_TO_UNIT.get(step.type)
+        if kind is None:
+            continue
+        units.append(
+            MessageUnit(message=message, position=len(units), kind=kind, data={**step.data, "agent": step.agent_path})
+        )
+        if step.type == "final_answer":
+            citations = step.data.get("citations") or []
+    MessageUnit.objects.bulk_create(units)
+    message.citations.all().delete()
+    Citation.objects.bulk_create(
+        Citation(
+            message=message,
+            index=c.get("index", i + 1),
+            document_id=c.get("document_id", 0),
+            document_title=c.get("document_title", ""),
+            chunk_id=c.get("chunk_id", 0),
+            page=c.get("page"),
+            score=c.get("score", 0),
+            text=c.get("text", "")[:4000],
+        )
+        for i, c in enumerate(citations)
+    )
+    return message
+
+
+def conversation_title_ensure(*, conversation: Conversation) -> str:
+    """After the first exchange: a short title from the chat model, falling back to the first words."""
+    if conversation.title:
+        return conversation.title
+    first = conversation.messages.filter(role=Message.Role.USER).order_by("created_at").first()
+    if first is None:
+        return ""
+    fallback = " ".join(first.content.split()[:8])[:80]
+    title = fallback
+    provider = conversation.agent.chat_provider or provider_default("chat")
+    if provider is not None:
+        config = provider_config(provider)
+        try:
+            response = client_for(config).chat.completions.create(
+                model=config.model,
+                messages=[
+                    {
+                        "role": "system",
+                        "content": "Write a title of at most six words for this conversation. "
+                        "Reply with the title only.",
+                    },
+                    {"role": "user", "content": first.content[:2000]},
+                ],
+                max_tokens=20,
+                temperature=0.2,
+            )
+            suggestion = (response.choices[0].message.content or "").strip().strip('"').splitlines()
+            if suggestion and 2 <= len(suggestion[0]) <= 80:
+                title = suggestion[0]
+        except Exception as exc:  # the fallback title is fine; log why
+            logger.info("title generation failed for %s: %s", conversation.pk, type(exc).__name__)
+    Conversation.objects.filter(pk=conversation.pk, title="").update(title=title)
+    return title
+
+
+def conversation_notify(*, conversation_id: str, payload: dict) -> None:
+    """Tell the conversation's open pages something changed (message done, title set)."""
+    async_to_sync(get_channel_layer().group_send)(
+        conversation_group_name(connection.schema_name, conversation_id), {"type": "chat.notice", "payload": payload}
+    )

@@ -1,0 +1,213 @@
+"""The chat flow end to end: the real ASGI application and Redis channel layer (WebsocketCommunicator),
+a real Celery worker, real PostgreSQL; the model provider is the local OpenAI-compatible test server."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from agents.models import Agent
+from conftest import Committed, host_of, owner_email
+from conversations.models import Conversation, Message
+from conversations.services import conversation_start
+from nexent_site.asgi import application
+from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
+from tenants.models import Tenant
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("celery_worker")]
+
+
+def socket(tenant: Tenant, conversation_id: Any, cookie: str | None) -> WebsocketCommunicator:
+    host = host_of(tenant)
+    headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]
+    if cookie:
+        headers.append((b"cookie", f"nexent_session={cookie}".encode()))
+    return WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers=headers)
+
+
+async def frames_until(communicator: WebsocketCommunicator, kind: str, timeout: float = 30) -> list[dict]:
+    frames = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame["type"] == kind:
+            return frames
+
+
+@pytest.fixture
+def chat(committed: Committed, published_agent: Any, tenant_a: Tenant) -> Any:
+    """A published agent, a conversation of A's owner with it, and the owner's session cookie."""
+
+    def make(slug: str = "chatty", **fields: Any) -> tuple[Conversation, str]:
+        published_agent(slug=slug, **fields)
+        from accounts.models import User
+
+        conversation = committed.run(
+            tenant_a,
+            lambda: conversation_start(
+                user=User.objects.get(email=owner_email("alpha")), agent=Agent.objects.get(slug=slug)
+            ),
+        )
+        committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(pk=conversation.pk).delete())
+        return conversation, committed.session_cookie(tenant_a, owner_email("alpha"))
+
+    return make
+
+
+def stored_messages(committed: Committed, tenant: Tenant, conversation: Conversation) -> list[Message]:
+    return committed.run(
+        tenant, lambda: list(Message.objects.filter(conversation=conversation).prefetch_related("units").order_by("id"))
+    )
+
+
+async def test_a_message_streams_and_is_stored_with_its_units(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    # given
+    conversation, cookie = await asyncio.to_thread(chat, "chatty", tools=("calculator",))
+    fake_llm.script(
+        Reply(content="Computing.", tool_calls=[ToolCallSpec("calculator", {"expression": "2+3"})]),
+        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "**5**"})]),
+        Reply(content="Adding numbers"),  # the generated title
+    )
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+
+    # when
+    await communicator.send_json_to({"type": "send", "content": "what is 2+3?"})
+    frames = await frames_until(communicator, "title")
+    await communicator.disconnect()
+
+    # then: the events arrive in order, then the stored message, then the title
+    assert frames[0]["type"] == "message_created" and frames[0]["user_message"]["content"] == "what is 2+3?"
+    events = [f for f in frames if "seq" in f]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "run_finished"
+    done = next(f for f in frames if f["type"] == "message_done")
+    assert done["status"] == "completed" and "<strong>5</strong>" in done["html"]
+    assert frames[-1] == {"type": "title", "title": "Adding numbers"}
+
+    user_message, answer = await asyncio.to_thread(stored_messages, committed, tenant_a, conversation)
+    assert (user_message.role, user_message.content) == ("user", "what is 2+3?")
+    assert (answer.role, answer.status, answer.content) == ("assistant", "completed", "**5**")
+    kinds = [unit.kind for unit in answer.units.all()]
+    assert kinds[:3] == ["step", "tool_call", "tool_result"] and kinds[-1] == "final_answer"
+    assert answer.tokens_in > 0
+
+
+async def test_stop_saves_the_partial_answer_as_stopped(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "stopper", mode="chat")
+    fake_llm.script(Reply(content=" ".join(f"part{i}" for i in range(60)), token_gap_s=0.05))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "tell me a long story"})
+    deltas = 0
+    while deltas < 3:
+        deltas += (await communicator.receive_json_from(timeout=20))["type"] == "text_delta"
+    await communicator.send_json_to({"type": "stop"})
+    frames = await frames_until(communicator, "message_done")
+    await communicator.disconnect()
+
+    assert frames[-1]["status"] == "stopped"
+    answer = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1]
+    assert answer.status == "stopped" and answer.content.startswith("part0 part1") and "part59" not in answer.content
+
+
+async def test_a_reconnect_resumes_without_gaps_or_duplicates(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "resumer", mode="chat")
+    fake_llm.script(Reply(content=" ".join(f"t{i}" for i in range(25)), token_gap_s=0.04))
+
+    first = socket(tenant_a, conversation.pk, cookie)
+    assert (await first.connect())[0]
+    await first.send_json_to({"type": "send", "content": "count"})
+    created = await first.receive_json_from(timeout=20)
+    seen = [await first.receive_json_from(timeout=20) for _ in range(6)]
+    await first.disconnect()
+
+    second = socket(tenant_a, conversation.pk, cookie)
+    assert (await second.connect())[0]
+    await second.send_json_to({"type": "resume", "run_id": created["run_id"], "after": seen[-1]["seq"]})
+    rest = [f for f in await frames_until(second, "run_finished") if "seq" in f]
+    await second.disconnect()
+
+    seqs = [e["seq"] for e in seen + rest]
+    assert seqs == list(range(1, len(seqs) + 1))
+    text = "".join(e["data"]["text"] for e in seen + rest if e["type"] == "text_delta")
+    assert text == " ".join(f"t{i}" for i in range(25))
+
+
+async def test_bad_input_gets_clear_errors_and_changes_nothing(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "strict", mode="chat")
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+
+    async def error_for(frame: Any, raw: str | None = None) -> dict:
+        if raw is not None:
+            await communicator.send_to(text_data=raw)
+        else:
+            await communicator.send_json_to(frame)
+        reply = await communicator.receive_json_from(timeout=10)
+        assert reply["type"] == "error"
+        return reply
+
+    assert (await error_for(None, raw="{oops"))["code"] == "bad_frame"
+    assert (await error_for({"type": "send"}))["code"] == "bad_frame"
+    assert (await error_for({"type": "send", "content": "   "}))["code"] == "empty_message"
+    assert (await error_for({"type": "send", "content": "x" * 20_001}))["code"] == "message_too_long"
+    assert (await error_for({"type": "resume", "run_id": "00000000-0000-0000-0000-000000000000"}))[
+        "code"
+    ] == "not_found"
+    assert (await error_for({"type": "regenerate", "message_id": 999999}))["code"] == "not_found"
+    assert (await error_for({"type": "stop"}))["code"] == "nothing_to_stop"
+
+    await asyncio.to_thread(
+        committed.run, tenant_a, lambda: Conversation.objects.filter(pk=conversation.pk).update(archived=True)
+    )
+    assert (await error_for({"type": "send", "content": "hello"}))["code"] == "archived"
+    await communicator.disconnect()
+    assert await asyncio.to_thread(stored_messages, committed, tenant_a, conversation) == []
+
+
+async def test_a_model_error_mid_stream_leaves_no_message_streaming(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "flaky", mode="chat")
+    fake_llm.script(Reply(content="one two three four five", fail_after_chunks=3))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "go"})
+    frames = await frames_until(communicator, "message_done")
+    await communicator.disconnect()
+
+    assert frames[-1]["status"] == "failed"
+    answer = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1]
+    assert answer.status == "failed" and "malformed" in answer.error
+
+
+@pytest.mark.parametrize("who", ["anonymous", "another-user", "other-tenant-cookie", "malformed-id"])
+async def test_chat_sockets_are_refused_to_anyone_else(
+    chat: Any, committed: Committed, tenant_a: Tenant, tenant_b: Tenant, who: str
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "private-chat", mode="chat")
+    tenant, target = tenant_a, conversation.pk
+    if who == "anonymous":
+        cookie = None
+    elif who == "another-user":
+        await asyncio.to_thread(committed.user, tenant_a, email="other@alpha.test")
+        cookie = await asyncio.to_thread(committed.session_cookie, tenant_a, "other@alpha.test")
+    elif who == "other-tenant-cookie":
+        tenant = tenant_b  # A's session cookie sent to B's domain: nobody there
+    elif who == "malformed-id":
+        target = "not-a-uuid"
+    communicator = socket(tenant, target, cookie)
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == (4401 if who in ("anonymous", "other-tenant-cookie") else 4404)
+    await communicator.disconnect()

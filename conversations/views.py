@@ -1,0 +1,125 @@
+"""Chat pages. They read through selectors, write through services, and work without JavaScript (forms
+and redirects); the page script adds live streaming over /ws/chat/<id>/."""
+
+from __future__ import annotations
+
+from django.contrib import messages as flash
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations.models import Conversation
+from conversations.selectors import (
+    agents_published,
+    conversation_get_for_user,
+    conversations_for_user,
+    message_get_for_user,
+)
+from conversations.services import (
+    conversation_delete,
+    conversation_message_send,
+    conversation_start,
+    conversation_update,
+    message_feedback,
+)
+from nexent_site.errors import ApplicationError
+
+
+def _conversation_or_404(request: HttpRequest, conversation_id: str) -> Conversation:
+    conversation = conversation_get_for_user(conversation_id=conversation_id, user=request.user)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _sidebar(request: HttpRequest) -> dict:
+    query = request.GET.get("q", "")[:200]
+    archived = request.GET.get("archived") == "1"
+    return {
+        "conversations": conversations_for_user(user=request.user, query=query, archived=archived)[:100],
+        "query": query,
+        "show_archived": archived,
+    }
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "conversations/home.html", {"agents": agents_published(), **_sidebar(request)})
+
+
+@login_required
+@require_POST
+def conversation_new(request: HttpRequest) -> HttpResponse:
+    agent = get_object_or_404(agents_published(), slug=request.POST.get("agent", ""))
+    try:
+        conversation = conversation_start(user=request.user, agent=agent)
+        first = request.POST.get("message", "").strip()
+        if first:
+            conversation_message_send(conversation=conversation, user=request.user, content=first)
+    except ApplicationError as exc:
+        flash.error(request, exc.message)
+        return redirect("home")
+    return redirect("chat", conversation_id=conversation.pk)
+
+
+@login_required
+@require_GET
+def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _conversation_or_404(request, conversation_id)
+    thread = conversation.messages.prefetch_related("units", "citations").order_by("created_at", "id")
+    active = next((m for m in thread if m.is_active), None)
+    return render(
+        request,
+        "conversations/chat.html",
+        {"conversation": conversation, "thread": thread, "active": active, **_sidebar(request)},
+    )
+
+
+@login_required
+@require_POST
+def message_send(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _conversation_or_404(request, conversation_id)
+    try:
+        conversation_message_send(conversation=conversation, user=request.user, content=request.POST.get("content", ""))
+    except ApplicationError as exc:
+        flash.error(request, exc.message)
+    return redirect("chat", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def conversation_edit(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _conversation_or_404(request, conversation_id)
+    action = request.POST.get("action")
+    if action == "rename":
+        conversation_update(conversation=conversation, title=request.POST.get("title", ""))
+    elif action in ("archive", "restore"):
+        conversation_update(conversation=conversation, archived=action == "archive")
+        if action == "archive":
+            return redirect("home")
+    elif action == "delete":
+        conversation_delete(conversation=conversation)
+        flash.success(request, "Conversation deleted.")
+        return redirect("home")
+    else:
+        flash.error(request, "Unknown action.")
+    return redirect("chat", conversation_id=conversation.pk)
+
+
+@login_required
+@require_POST
+def message_rate(request: HttpRequest, message_id: int) -> HttpResponse:
+    message = message_get_for_user(message_id=message_id, user=request.user)
+    if message is None:
+        raise Http404("No such message.")
+    try:
+        message_feedback(
+            message=message, value=request.POST.get("feedback", ""), comment=request.POST.get("comment", "")
+        )
+    except ApplicationError as exc:
+        flash.error(request, exc.message)
+    if request.headers.get("Accept") == "application/json":
+        return HttpResponse(status=204)
+    return redirect("chat", conversation_id=message.conversation_id)
