@@ -85,6 +85,9 @@ class MessageUnit(models.Model):
         ordering = ["message", "position"]
         constraints = [models.UniqueConstraint(fields=["message", "position"], name="unique_unit_position")]
 
+    def __str__(self) -> str:
+        return f"{self.position}: {self.kind}"
+
 
 class Citation(models.Model):
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citations")
@@ -98,3 +101,6 @@ class Citation(models.Model):
 
     class Meta:
         ordering = ["message", "index"]
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.document_title}"
