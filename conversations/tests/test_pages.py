@@ -118,3 +118,12 @@ def test_markdown_is_rendered_safely() -> None:
     assert "&lt;script&gt;" in html  # shown as text, not run
     assert "<strong>bold</strong>" in html
     assert 'rel="noopener noreferrer"' in html and 'href="https://example.com"' in html
+
+
+def test_staff_see_conversations_and_feedback_in_the_admin(client: Client, setup: dict) -> None:
+    host = setup["host"]
+    listing = client.get("/admin/conversations/conversation/?q=zebra", **host)
+    assert listing.status_code == 200 and "Budget planning" in listing.content.decode()
+    detail = client.get(f"/admin/conversations/conversation/{setup['conversation'].pk}/change/", **host)
+    assert "How do I plan a zebra budget?" in detail.content.decode()
+    assert client.get("/admin/conversations/message/?feedback__exact=dislike", **host).status_code == 200
