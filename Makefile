@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean-data help
+.PHONY: run test lint format clean-data help chromium
 
 help:
 	@echo "make run    start web + websockets, Celery worker and beat, with a demo tenant"
@@ -22,8 +22,14 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 run: $(STAMP)
 	$(PY) -m nexent_site.devstack run
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m nexent_site.devstack test $(ARGS)
+
+# The browser tests use Debian's Chromium (Playwright's own browser downloads are not reachable here).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Install Chromium for the browser tests: sudo apt-get install chromium"; exit 1; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,8 +35,10 @@ PASSWORD = "Correct-Horse-Battery-9"
 TENANT_SLUGS = ("alpha", "beta", "gamma")
 BASE_DIR = Path(__file__).resolve().parent
 
-# Fast hashing in the test process; the behaviour under test does not depend on the hasher.
+# Fast hashing in the test process and its worker and web subprocesses; the behaviour under test does not
+# depend on the hasher.
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+os.environ["NEXENT_TEST_FAST_HASHING"] = "true"
 
 
 def owner_email(slug: str) -> str:
@@ -221,3 +223,67 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
             process.kill()
         log_file.close()
         log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def asgi_server(celery_worker: dict) -> Iterator[dict]:
+    """The real ASGI server (daphne: HTTP and websockets) on the test database, for browser tests."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        NEXENT_PORT=str(port),
+        CELERY_QUEUE=celery_worker["queue"],
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "nexent_site.asgi:application"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("daphne did not start")
+        yield {"port": port, "url": lambda tenant: f"http://{host_of(tenant)}:{port}"}
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@pytest.fixture
+def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A page in headless Chromium (Debian's package, driven by Playwright)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; Django's documented way to let the test's
+    # own (synchronous) database work go on beside it.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        yield page
+        browser.close()

@@ -216,6 +216,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if env.bool("NEXENT_TEST_FAST_HASHING", default=False):
+    # Test processes only (the suite's worker and web subprocesses): fast hashing for throwaway accounts.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Sessions are stored per schema (django.contrib.sessions is a tenant app) and cookies are host-only,
 # so a session of tenant A means nothing on tenant B's domain.
 SESSION_COOKIE_NAME = "nexent_session"

@@ -1,0 +1,66 @@
+"""A person in a real browser: headless Chromium (Debian's package) driven by Playwright against the real
+ASGI server (daphne), a real Celery worker and Redis; the model is the local OpenAI-compatible test server."""
+
+import time
+from typing import Any
+
+import pytest
+
+from agents.models import Agent
+from conftest import PASSWORD, Committed, owner_email
+from conversations.models import Conversation
+from nexent_site.testing.fake_openai import FakeOpenAI, Reply
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def test_log_in_chat_see_tokens_stop_and_find_the_history(
+    browser_page: Any,
+    asgi_server: dict,
+    committed: Committed,
+    fake_llm: FakeOpenAI,
+    published_agent: Any,
+    tenant_a: Tenant,
+) -> None:
+    # given: a published agent whose model streams slowly
+    published_agent(slug="browser-bot", mode="chat", greeting="Hello from the browser bot.")
+    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="browser-bot").delete())
+    fake_llm.script(Reply(content=" ".join(f"word{i}" for i in range(200)), token_gap_s=0.05))
+    page, base = browser_page, asgi_server["url"](tenant_a)
+
+    # when: the owner logs in and starts a conversation
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", owner_email("alpha"))
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Hello from the browser bot.")
+    page.fill("#first-browser-bot", "Tell me everything")
+    page.click("form:has(#first-browser-bot) button[type=submit]")
+    page.wait_for_url("**/chat/**")
+
+    # then: tokens arrive one after another
+    answer = page.locator("#thread article.assistant .content").last
+    page.wait_for_function(
+        "() => { const a = [...document.querySelectorAll('#thread article.assistant .content')].pop();"
+        " return a && a.textContent.includes('word3'); }",
+        timeout=30000,
+    )
+    first_seen = answer.text_content()
+    time.sleep(0.5)
+    assert len(answer.text_content()) > len(first_seen)
+
+    # when: stopped
+    page.click("#stop")
+    page.wait_for_selector("#thread article.assistant.status-stopped", timeout=30000)
+    stopped_text = page.locator("#thread article.assistant .content").last.text_content()
+    assert "word0" in stopped_text and "word199" not in stopped_text
+
+    # then: after a reload the history is there, with the stopped answer
+    page.reload()
+    assert page.locator("#thread article.user").first.text_content().strip() == "Tell me everything"
+    assert (
+        page.locator("#thread article.assistant.status-stopped .content").text_content().strip() == stopped_text.strip()
+    )
+    assert page.locator("text=Stopped.").count() == 1
+    assert committed.run(tenant_a, lambda: Agent.objects.filter(slug="browser-bot").exists())
