@@ -1,12 +1,18 @@
-"""Relaying a run's events to a websocket, in one place: join the run's group, replay what the Redis
+"""Relaying a run's events to clients, in one place. Websockets: join the run's group, replay what the Redis
 stream already holds after the client's last sequence number, then pass live events on — each exactly
 once, in order. Used by the run consumer (playground) and the chat consumer."""
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
+import json
+from collections.abc import AsyncIterator
 
-from agents.runtime.streams import run_events_since, run_group_name
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from agents.runtime.events import TERMINAL_EVENT
+from agents.runtime.streams import run_events_since, run_group_name, run_stream_key
 
 
 class RunRelayMixin:
@@ -42,3 +48,33 @@ class RunRelayMixin:
     async def leave_runs(self) -> None:
         for group in getattr(self, "_run_groups", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+
+async def run_events_sse(
+    schema_name: str, run_id: str, after: int = 0, keepalive_s: float = 15
+) -> AsyncIterator[bytes]:
+    """The same relay as server-sent events (for the REST API and plain-HTTP clients): every event after
+    `after` from the run's Redis stream, live, until `run_finished`; a comment line keeps idle connections
+    open. Each event carries `id: <seq>`, so a client reconnecting with Last-Event-ID resumes exactly."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    key = run_stream_key(schema_name, run_id)
+    last_id = f"{after}-1"
+    try:
+        while True:
+            response = await client.xread({key: last_id}, block=int(keepalive_s * 1000), count=200)
+            if not response:
+                yield b": keep-alive\n\n"
+                continue
+            for _, entries in response:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    event = json.loads(fields[b"event"])
+                    yield sse_format(event)
+                    if event["type"] == TERMINAL_EVENT:
+                        return
+    finally:
+        await client.aclose()
+
+
+def sse_format(event: dict) -> bytes:
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode()

@@ -3,12 +3,15 @@ and redirects); the page script adds live streaming over /ws/chat/<id>/."""
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from agents.relay import run_events_sse
 from conversations.models import Conversation
 from conversations.selectors import (
     agents_published,
@@ -24,6 +27,7 @@ from conversations.services import (
     message_feedback,
 )
 from nexent_site.errors import ApplicationError
+from nexent_site.tenancy import run_in_tenant
 
 
 def _conversation_or_404(request: HttpRequest, conversation_id: str) -> Conversation:
@@ -106,6 +110,32 @@ def conversation_edit(request: HttpRequest, conversation_id: str) -> HttpRespons
     else:
         flash.error(request, "Unknown action.")
     return redirect("chat", conversation_id=conversation.pk)
+
+
+@require_GET
+async def run_events(request: HttpRequest, conversation_id: str, run_id: str) -> StreamingHttpResponse:
+    """A turn's events as server-sent events (resume with Last-Event-ID or ?after=)."""
+    user = await request.auser()
+    tenant = request.tenant
+
+    def allowed() -> bool:
+        conversation = conversation_get_for_user(conversation_id=conversation_id, user=user)
+        return conversation is not None and conversation.messages.filter(run_id=run_id).exists()
+
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        raise Http404("No such run.") from None
+    if not user.is_authenticated or not await run_in_tenant(tenant, allowed):
+        raise Http404("No such run.")
+    after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    after_seq = int(after) if after.isdigit() else 0
+    response = StreamingHttpResponse(
+        run_events_sse(tenant.schema_name, run_id, after_seq), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 @login_required
