@@ -23,6 +23,7 @@ class RunRelayMixin:
             self._run_seqs: dict[str, int] = {}
             self._run_groups: set[str] = set()
         run_id = str(run_id)
+        self._relay_schema = schema_name
         self._run_seqs[run_id] = max(self._run_seqs.get(run_id, 0), after)
         group = run_group_name(schema_name, run_id)
         if group not in self._run_groups:
@@ -36,8 +37,18 @@ class RunRelayMixin:
 
     async def _relay_event(self, event: dict) -> None:
         run_id = event["run_id"]
-        if event["seq"] <= self._run_seqs.get(run_id, 0):
+        last = self._run_seqs.get(run_id, 0)
+        if event["seq"] <= last:
             return
+        if event["seq"] > last + 1 and getattr(self, "_relay_schema", None):
+            # The channel layer dropped something (channels-redis does so silently when a channel is over
+            # capacity): fill the gap from the run's Redis stream, so the client still sees every event once.
+            missing = await database_sync_to_async(run_events_since)(self._relay_schema, run_id, last)
+            for earlier in missing:
+                if earlier["seq"] >= event["seq"]:
+                    break
+                self._run_seqs[run_id] = earlier["seq"]
+                await self.send_json(earlier)
         self._run_seqs[run_id] = event["seq"]
         await self.send_json(event)
 

@@ -128,6 +128,10 @@ class ChatConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
     async def chat_notice(self, event: dict) -> None:
         payload = dict(event["payload"])
         if payload.get("type") == "message_done":
+            run_id = payload.get("run_id")
+            if run_id and run_id in getattr(self, "_run_seqs", {}):
+                # whatever of the run the channel layer may have dropped comes first, from the stream
+                await self.relay_run(self.tenant.schema_name, run_id)
             payload["html"] = await run_in_tenant(self.tenant, self._render_message, payload["message_id"])
         await self.send_json(payload)
 

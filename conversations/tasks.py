@@ -23,7 +23,12 @@ def chat_turn_execute(message_id: int) -> str | None:
     conversation = message.conversation
     conversation_notify(
         conversation_id=str(conversation.pk),
-        payload={"type": "message_done", "message_id": message.pk, "status": message.status},
+        payload={
+            "type": "message_done",
+            "message_id": message.pk,
+            "status": message.status,
+            "run_id": str(message.run_id),
+        },
     )
     if message.status == Message.Status.COMPLETED and not conversation.title:
         title = conversation_title_ensure(conversation=conversation)

@@ -138,3 +138,55 @@ def test_the_playground_runs_the_draft_through_a_worker(
     events = list(run_events_follow(tenant_a.schema_name, str(run.id), timeout_s=30))
     assert events[-1]["data"]["status"] == "succeeded"
     assert fake_llm.chat_requests()[-1]["messages"][0]["content"] == "draft prompt"
+
+
+async def test_events_dropped_by_the_channel_layer_are_filled_from_the_stream(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """channels-redis drops group messages silently over capacity; the relay notices the gap in `seq` and
+    fills it from the run's Redis stream."""
+    import json
+
+    from asgiref.sync import sync_to_async
+    from channels.layers import get_channel_layer
+
+    from agents.runtime.events import EventType, make_event
+    from agents.runtime.streams import redis_client, run_group_name, run_stream_key
+
+    await asyncio.to_thread(published_agent, slug="lossy", mode="chat")
+    cookie = await asyncio.to_thread(committed.session_cookie, tenant_a, owner_email("alpha"))
+
+    def queued_run() -> AgentRun:  # a run no worker will execute: we play the worker's part below
+        from agents.models import Agent
+
+        agent = Agent.objects.get(slug="lossy")
+        return AgentRun.objects.create(
+            agent=agent, version=agent.published_version, spec=agent.published_version.spec, trigger="api", input=[]
+        )
+
+    run = await asyncio.to_thread(committed.run, tenant_a, queued_run)
+    communicator = socket(tenant_a, f"/ws/runs/{run.id}/", cookie)
+    assert (await communicator.connect())[0]
+
+    events = [make_event(EventType.TEXT_DELTA, run_id=str(run.id), seq=n, data={"text": f"t{n}"}) for n in range(1, 6)]
+
+    def append_all() -> None:
+        client = redis_client()
+        for event in events:
+            client.xadd(
+                run_stream_key(tenant_a.schema_name, str(run.id)), {"event": json.dumps(event)}, id=f"{event['seq']}-1"
+            )
+        client.close()
+
+    await sync_to_async(append_all)()
+    layer = get_channel_layer()
+    for event in (events[0], events[1], events[4]):  # 3 and 4 are "dropped"
+        await layer.group_send(run_group_name(tenant_a.schema_name, str(run.id)), {"type": "run.event", "event": event})
+
+    received = [await communicator.receive_json_from(timeout=10) for _ in range(5)]
+    await communicator.disconnect()
+    assert [e["seq"] for e in received] == [1, 2, 3, 4, 5]
+    assert await communicator.receive_nothing(timeout=0.2)
+    await asyncio.to_thread(  # close the hand-played run, as the worker would have
+        committed.run, tenant_a, lambda: AgentRun.objects.filter(pk=run.pk).update(status="succeeded", last_seq=5)
+    )
