@@ -4,12 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean-data help chromium
+.PHONY: run test lint format clean-data help chromium bench-chat
 
 help:
 	@echo "make run    start web + websockets, Celery worker and beat, with a demo tenant"
 	@echo "make test   run the test suite (real PostgreSQL, Redis, Celery, Channels)"
 	@echo "make lint   ruff check and format check"
+	@echo "make bench-chat [ARGS='--concurrency 500']   concurrent chats over websockets, figures as JSON"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -30,6 +31,9 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "Install Chromium for the browser tests: sudo apt-get install chromium"; exit 1; fi; }
+
+bench-chat: $(STAMP)
+	$(PY) bench/chat.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from accounts.models import User
 from agents.models import Agent, AgentRun, RunStatus, RunStep
+from agents.runtime.streams import layer_sender
 from agents.services.providers import provider_config, provider_default
 from agents.services.runs import run_cancel, run_start
 from conversations.models import Citation, Conversation, Message, MessageUnit
@@ -228,6 +227,6 @@ def conversation_title_ensure(*, conversation: Conversation) -> str:
 
 def conversation_notify(*, conversation_id: str, payload: dict) -> None:
     """Tell the conversation's open pages something changed (message done, title set)."""
-    async_to_sync(get_channel_layer().group_send)(
+    layer_sender.group_send(
         conversation_group_name(connection.schema_name, conversation_id), {"type": "chat.notice", "payload": payload}
     )

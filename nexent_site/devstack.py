@@ -238,6 +238,8 @@ class EmbeddedRedis:
                 "no",
             ],
             start_new_session=True,
+            stdout=subprocess.DEVNULL,  # it logs to its file; an inherited pipe would outlive us
+            stderr=subprocess.DEVNULL,
         )
         self.portfile.write_text(str(self.port))
         _wait_for_port(self.port, 15, "Redis")

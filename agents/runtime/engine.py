@@ -207,13 +207,7 @@ class Engine:
         provider = self.provider_for(spec)
         model = OpenAIModel(
             model_id=provider.model,
-            api_base=provider.base_url,
-            api_key=provider.api_key or "not-needed",
-            client_kwargs={
-                "timeout": provider.timeout_s,
-                "max_retries": 0,
-                "default_headers": provider.headers or None,
-            },
+            client=client_for(provider),
             temperature=spec.get("temperature", 0.3),
             tool_choice=provider.tool_choice,
             # plain-text message content: accepted by every OpenAI-compatible server (llama.cpp refuses parts)

@@ -3,11 +3,13 @@ channel-layer group (for live subscribers). Keys and group names carry the tenan
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import threading
 from collections.abc import Iterator
 
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -30,6 +32,33 @@ def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=10)
 
 
+class _LayerSender:
+    """One event loop per worker process, in its own thread, for every group_send of the process.
+
+    `async_to_sync(group_send)` from a worker thread starts a new loop, and channels-redis a new
+    connection pool, for every single event; this keeps one of each alive."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():  # a forked child needs its own loop
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="channel-layer-sender", daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def group_send(self, group: str, message: dict, timeout: float = 10) -> None:
+        layer = get_channel_layer()
+        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._ensure_loop()).result(timeout)
+
+
+layer_sender = _LayerSender()
+
+
 class RunEventPublisher:
     """Appends each event to the run's Redis stream, then sends it to the run's group."""
 
@@ -37,7 +66,6 @@ class RunEventPublisher:
         self.stream_key = run_stream_key(schema_name, run_id)
         self.group = run_group_name(schema_name, run_id)
         self.redis = redis_client()
-        self.layer = get_channel_layer()
 
     def publish(self, event: dict) -> None:
         pipe = self.redis.pipeline()
@@ -46,7 +74,7 @@ class RunEventPublisher:
         )
         pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
         pipe.execute()
-        async_to_sync(self.layer.group_send)(self.group, {"type": "run.event", "event": event})
+        layer_sender.group_send(self.group, {"type": "run.event", "event": event})
 
     def close(self) -> None:
         self.redis.close()
