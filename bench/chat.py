@@ -108,6 +108,13 @@ def direct_ttft(base_url: str, samples: int = 10) -> float:
 
 
 async def client(port: int, conversation_id: str, session: str, results: list, timeout: float) -> None:
+    try:
+        await _client(port, conversation_id, session, results, timeout)
+    except Exception as exc:  # counted and reported; one failed client does not stop the others
+        results.append({"run_id": None, "ttft": None, "events": [], "marks": {}, "error": f"{type(exc).__name__}"})
+
+
+async def _client(port: int, conversation_id: str, session: str, results: list, timeout: float) -> None:
     import websockets
 
     uri = f"ws://bench.localhost:{port}/ws/chat/{conversation_id}/"
@@ -147,6 +154,8 @@ def check(results: list) -> tuple[int, int, int, int]:
 
     delivered = lost = duplicated = misrouted = 0
     for result in results:
+        if result["run_id"] is None:
+            continue
         expected = {e["seq"] for e in run_events_since("bench", result["run_id"])}
         mine = [e for e in result["events"] if e["run_id"] == result["run_id"]]
         misrouted += len(result["events"]) - len(mine)
@@ -183,11 +192,23 @@ def main() -> None:
 
         conversations, session = prepare(args.concurrency, fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
-        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
+        # as in the Procfile: 32 threads for the web process's database calls
+        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port), ASGI_THREADS="32")
         threads = args.worker_threads or min(args.concurrency, 200)
         processes += [
             subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "nexent_site.asgi:application"],
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--websocket_connect_timeout",
+                    "30",
+                    "nexent_site.asgi:application",
+                ],
                 cwd=BASE_DIR,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -238,6 +259,7 @@ def main() -> None:
 
         wall = asyncio.run(run_all())
         added = [(r["ttft"] - baseline) * 1000 for r in results if r["ttft"] is not None]
+        failed = [r["error"] for r in results if r.get("error")]
         delivered, lost, duplicated, misrouted = check(results)
         figures = {
             "concurrency": args.concurrency,
@@ -247,11 +269,14 @@ def main() -> None:
             "lost_events": lost,
             "duplicated_events": duplicated,
             "misrouted_events": misrouted,
+            "failed_clients": len(failed),
         }
         print(
-            f"chats completed: {len(results)}/{args.concurrency} in {wall:.1f} s; "
+            f"chats completed: {len(results) - len(failed)}/{args.concurrency} in {wall:.1f} s; "
             f"without a first token: {args.concurrency - len(added)}"
         )
+        if failed:
+            print(f"clients that failed: {len(failed)} ({', '.join(sorted(set(failed)))})")
         print(
             f"time to first token added by the platform: p50 {figures['added_ttft_p50_ms']} ms, "
             f"p99 {figures['added_ttft_p99_ms']} ms"

@@ -61,7 +61,9 @@ async def run_in_tenant(tenant: Tenant, func: Callable[..., T], *args: Any, **kw
         with tenant_context(tenant):
             return func(*args, **kwargs)
 
-    return await database_sync_to_async(call)()
+    # Not thread-sensitive: each call is self-contained (it enters the schema and, where it writes, its own
+    # transaction), so calls from many connections run in parallel instead of queueing on one thread.
+    return await database_sync_to_async(call, thread_sensitive=False)()
 
 
 class _TenantAuthMiddleware(AuthMiddleware):
@@ -84,7 +86,7 @@ class TenantWebsocketMiddleware:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> Any:
         headers = dict(scope.get("headers") or [])
         host = headers.get(b"host", b"").decode("latin-1")
-        tenant = await database_sync_to_async(tenant_for_host)(host)
+        tenant = await database_sync_to_async(tenant_for_host, thread_sensitive=False)(host)
         if tenant is None or tenant.schema_name == get_public_schema_name():
             return await _refuse(receive, send, WS_CLOSE_UNKNOWN_HOST)
         if not tenant.is_active:
