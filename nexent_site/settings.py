@@ -230,6 +230,7 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # --- I18n / static --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

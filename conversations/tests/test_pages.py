@@ -127,3 +127,9 @@ def test_staff_see_conversations_and_feedback_in_the_admin(client: Client, setup
     detail = client.get(f"/admin/conversations/conversation/{setup['conversation'].pk}/change/", **host)
     assert "How do I plan a zebra budget?" in detail.content.decode()
     assert client.get("/admin/conversations/message/?feedback__exact=dislike", **host).status_code == 200
+
+
+def test_pages_speak_chinese_when_asked(client: Client, setup: dict) -> None:
+    page = client.get("/", HTTP_ACCEPT_LANGUAGE="zh-hans", **setup["host"]).content.decode()
+    assert "开始对话" in page and "搜索会话" in page
+    assert "Start a conversation" in client.get("/", HTTP_ACCEPT_LANGUAGE="en", **setup["host"]).content.decode()
