@@ -54,19 +54,25 @@ def local_models() -> Iterator[dict[str, str]]:
             process.wait(20)
 
 
+def local_chat_provider(url: str) -> ModelProvider:
+    """The bundled chat model as `make run` configures it: no key, tool_choice "auto", unstreamed tools."""
+    return provider_save(
+        provider=ModelProvider(
+            name="Real local chat",
+            kind="chat",
+            base_url=url,
+            model_name=CHAT_MODEL_ALIAS,
+            tool_choice="auto",
+            stream_tool_calls=False,
+            timeout_s=120,
+        )
+    )
+
+
 @pytest.mark.django_db
 def test_local_providers_answer_for_real(tenant_a: Tenant, local_models: dict[str, str]) -> None:
     with tenant_context(tenant_a):
-        chat = provider_save(
-            provider=ModelProvider(
-                name="Real local chat",
-                kind="chat",
-                base_url=local_models["chat"],
-                model_name=CHAT_MODEL_ALIAS,
-                tool_choice="auto",
-                timeout_s=120,
-            )
-        )
+        chat = local_chat_provider(local_models["chat"])
         embed = provider_save(
             provider=ModelProvider(
                 name="Real local embed", kind="embedding", base_url=local_models["embed"], model_name="e5"
@@ -83,16 +89,7 @@ def test_a_chat_agent_answers_with_the_local_model(
     committed: Committed, tenant_a: Tenant, local_models: dict[str, str]
 ) -> None:
     def create() -> Any:
-        provider = provider_save(
-            provider=ModelProvider(
-                name="Real local chat",
-                kind="chat",
-                base_url=local_models["chat"],
-                model_name=CHAT_MODEL_ALIAS,
-                tool_choice="auto",
-                timeout_s=120,
-            )
-        )
+        provider = local_chat_provider(local_models["chat"])
         agent = Agent.objects.create(
             name="Local", slug="local", mode="chat", chat_provider=provider, role_prompt="Answer in one short sentence."
         )
