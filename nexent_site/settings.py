@@ -269,6 +269,36 @@ RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # How long a run's event stream stays in Redis for reconnecting clients.
 RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
 
+# --- Files ----------------------------------------------------------------------------------------
+FILES_ROOT = env.path("FILES_ROOT", default=str(DATA_DIR / "files"))
+FILES_MAX_BYTES = env.int("FILES_MAX_BYTES", default=100 * 1024 * 1024)
+FILES_ALLOWED_TYPES = env.list(
+    "FILES_ALLOWED_TYPES",
+    default=[
+        "application/pdf",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "text/csv",
+        "text/html",
+        "text/markdown",
+        "text/plain",
+        "application/json",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+    ],
+)
+FILES_SIGNED_URL_TTL_S = env.int("FILES_SIGNED_URL_TTL_S", default=300)
+# S3 / MinIO: set the bucket to store files there instead of on local disk.
+FILES_S3_BUCKET = env.str("FILES_S3_BUCKET", default="")
+FILES_S3_ENDPOINT_URL = env.str("FILES_S3_ENDPOINT_URL", default="")
+FILES_S3_ACCESS_KEY = env.str("FILES_S3_ACCESS_KEY", default="")
+FILES_S3_SECRET_KEY = env.str("FILES_S3_SECRET_KEY", default="")
+FILES_S3_REGION = env.str("FILES_S3_REGION", default="")
+FILES_S3_PREFIX = env.str("FILES_S3_PREFIX", default="nexent")
+
 # --- Chat -----------------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
 

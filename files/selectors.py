@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from files.models import StoredFile
+
+
+def file_get_for_user(*, file_id: Any, user: Any) -> StoredFile | None:
+    """The file if `user` may download it: its owner, or the tenant's staff. None for anything else."""
+    try:
+        uuid.UUID(str(file_id))
+    except ValueError:
+        return None
+    files = StoredFile.objects.all()
+    if not user.is_staff:
+        files = files.filter(owner=user)
+    return files.filter(pk=file_id).first()
