@@ -32,3 +32,17 @@ def files_storage() -> Storage:
 
 def storage_key(schema_name: str, file_id: str) -> str:
     return f"{schema_name}/{file_id}"
+
+
+def storage_delete_tenant(schema_name: str) -> int:
+    """Delete every stored object of a tenant (its whole `<schema>/` prefix). Returns how many."""
+    storage = files_storage()
+    deleted = 0
+    try:
+        _, names = storage.listdir(schema_name)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        storage.delete(f"{schema_name}/{name}")
+        deleted += 1
+    return deleted

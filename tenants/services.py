@@ -12,6 +12,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 from accounts.models import User
 from accounts.services import user_create, user_validate_new
 from agents.services.providers import providers_ensure_defaults
+from files.storage import storage_delete_tenant
 from tenants.models import Domain, Tenant
 from tenants.validators import validate_tenant_slug
 
@@ -111,12 +112,14 @@ def tenant_activate(*, tenant: Tenant) -> Tenant:
 
 
 def tenant_delete(*, tenant: Tenant) -> None:
-    """Delete the tenant, its domains and its schema with all its data. Irreversible."""
+    """Delete the tenant, its domains, its schema with all its data, and its stored files. Irreversible."""
     if tenant.is_platform:
         raise ValidationError("The platform itself cannot be deleted.")
     slug = tenant.schema_name
     with schema_context(get_public_schema_name()):
         tenant.delete(force_drop=True)
+    # the stored files go with the schema, once the deletion is committed
+    transaction.on_commit(lambda: storage_delete_tenant(slug))
     logger.info("deleted tenant %s", slug)
 
 

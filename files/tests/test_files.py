@@ -197,3 +197,23 @@ def test_s3_storage_against_a_local_s3_server(tenant_a: Tenant, tenant_b: Tenant
     finally:
         files_storage.cache_clear()
         server.stop()
+
+
+def test_deleting_a_tenant_deletes_its_files(tenant_b: Tenant, django_capture_on_commit_callbacks: object) -> None:
+    from django.db import connection
+
+    from tenants.services import tenant_create, tenant_delete
+
+    doomed = tenant_create(slug="doomed-files", name="Doomed", owner_email="o@doomed.test", owner_password=PASSWORD)
+    with tenant_context(doomed):
+        stored = file_store(upload=SimpleUploadedFile("bye.txt", b"bye"))
+    with tenant_context(tenant_b):
+        kept = file_store(upload=SimpleUploadedFile("stay.txt", b"stay"))
+    with connection.cursor() as cursor:  # in production creation and deletion are separate transactions
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+    with django_capture_on_commit_callbacks(execute=True):  # type: ignore[operator]
+        tenant_delete(tenant=doomed)
+
+    assert not files_storage().exists(stored.storage_key)
+    assert files_storage().exists(kept.storage_key)
