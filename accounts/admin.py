@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from accounts.forms import UserAddForm, UserChangeForm
 from accounts.models import User
 from accounts.services import platform_superuser_ensure, user_create, user_delete, user_update
-from nexent_site.admin_sites import platform_admin_site, tenant_admin_site
+from nexent_site.admin_sites import admin_adopt, platform_admin_site, tenant_admin_site
 
 
 class _BaseUserAdmin(DjangoUserAdmin):
@@ -63,7 +63,7 @@ class TenantUserAdmin(_BaseUserAdmin):
         user = user_create(
             email=data["email"], password=data["password1"], role=data["role"], full_name=data.get("full_name", "")
         )
-        obj.pk, obj._state.adding, obj._state.db = user.pk, False, user._state.db
+        admin_adopt(obj, user)
 
     def delete_model(self, request: HttpRequest, obj: User) -> None:
         user_delete(user=obj)
@@ -99,4 +99,4 @@ class PlatformUserAdmin(_BaseUserAdmin):
         if form.cleaned_data.get("full_name"):
             user.full_name = form.cleaned_data["full_name"]
             user.save(update_fields=["full_name"])
-        obj.pk, obj._state.adding, obj._state.db = user.pk, False, user._state.db
+        admin_adopt(obj, user)

@@ -6,7 +6,6 @@ Frames accepted: `{"type": "stop"}` cancels the run.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,12 +15,13 @@ from agents.relay import RunRelayMixin
 from agents.selectors import run_get_for_user
 from agents.services.runs import run_cancel
 from nexent_site.tenancy import run_in_tenant
+from nexent_site.websockets import LenientJsonMixin
 
 WS_CLOSE_UNAUTHENTICATED = 4401
 WS_CLOSE_NOT_FOUND = 4404
 
 
-class RunEventsConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
+class RunEventsConsumer(LenientJsonMixin, RunRelayMixin, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user, self.tenant = self.scope["user"], self.scope["tenant"]
         if not user.is_authenticated:
@@ -69,10 +69,3 @@ class RunEventsConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
         run = run_get_for_user(run_id=self.run_id, user=self.scope["user"])
         if run is not None and not run.is_finished:
             run_cancel(run=run)
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            return None

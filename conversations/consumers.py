@@ -11,7 +11,6 @@ message rendered as HTML), `title`, and `error` with a code and a message.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -28,12 +27,13 @@ from conversations.services import (
 )
 from nexent_site.errors import ApplicationError
 from nexent_site.tenancy import run_in_tenant
+from nexent_site.websockets import LenientJsonMixin
 
 WS_CLOSE_UNAUTHENTICATED = 4401
 WS_CLOSE_NOT_FOUND = 4404
 
 
-class ChatConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(LenientJsonMixin, RunRelayMixin, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.user, self.tenant = self.scope["user"], self.scope["tenant"]
         if not self.user.is_authenticated:
@@ -138,10 +138,3 @@ class ChatConsumer(RunRelayMixin, AsyncJsonWebsocketConsumer):
     def _render_message(self, message_id: int) -> str:
         message = Message.objects.prefetch_related("units", "citations").filter(pk=message_id).first()
         return render_to_string("conversations/_message.html", {"message": message}) if message else ""
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            return None

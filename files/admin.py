@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from files.models import StoredFile
 from files.services import file_delete, file_store
-from nexent_site.admin_sites import tenant_admin_site
+from nexent_site.admin_sites import admin_adopt, tenant_admin_site
 from nexent_site.errors import ApplicationError
 
 
@@ -57,7 +57,7 @@ class StoredFileAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: StoredFile, form: Any, change: bool) -> None:
         stored = form.stored  # written by the form's clean through the service
-        obj.pk, obj._state.adding, obj._state.db = stored.pk, False, stored._state.db
+        admin_adopt(obj, stored)
 
     def delete_model(self, request: HttpRequest, obj: StoredFile) -> None:
         file_delete(stored_file=obj)

@@ -39,5 +39,11 @@ class TenantAdminSite(admin.AdminSite):
         return context
 
 
+def admin_adopt(obj: Any, saved: Any) -> None:
+    """After a service created the row for an admin add form: make the form's unsaved `obj` stand for it,
+    so the admin's log entry and redirect point at the saved row."""
+    obj.pk, obj._state.adding, obj._state.db = saved.pk, False, saved._state.db
+
+
 platform_admin_site = PlatformAdminSite(name="admin")
 tenant_admin_site = TenantAdminSite(name="admin")

@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django_tenants.utils import get_public_schema_name
 
-from nexent_site.admin_sites import platform_admin_site
+from nexent_site.admin_sites import admin_adopt, platform_admin_site
 from tenants.forms import TenantCreationForm
 from tenants.models import Domain, Tenant
 from tenants.services import tenant_activate, tenant_create, tenant_delete, tenant_suspend
@@ -73,9 +73,7 @@ class TenantAdmin(admin.ModelAdmin):
             max_storage_bytes=data["max_storage_bytes"],
             monthly_token_budget=data["monthly_token_budget"],
         )
-        obj.pk = tenant.pk
-        obj._state.adding = False
-        obj._state.db = tenant._state.db
+        admin_adopt(obj, tenant)
 
     def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
         tenant_delete(tenant=obj)

@@ -1,10 +1,11 @@
-import json
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from nexent_site.websockets import LenientJsonMixin
 
-class SessionStatusConsumer(AsyncJsonWebsocketConsumer):
+
+class SessionStatusConsumer(LenientJsonMixin, AsyncJsonWebsocketConsumer):
     """`/ws/status/`: tells a page which tenant and user its socket belongs to, and answers pings.
 
     Pages use it to check that live updates work before they depend on them.
@@ -28,10 +29,3 @@ class SessionStatusConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "pong"})
         else:
             await self.send_json({"type": "error", "code": "bad_frame", "message": 'expected {"type": "ping"}'})
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return json.loads(text_data)
-        except ValueError:
-            return None
