@@ -9,6 +9,17 @@ from agents.tools.registry import TOOLS, tool_definition
 from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, provider_probe
 
 
+def secret_input(label: str, help_text: str) -> forms.CharField:
+    """A password-style field that never renders the stored value back."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=help_text,
+    )
+
+
 class _SecretFieldMixin:
     """A write-only secret: never rendered back; empty keeps the stored value; a checkbox removes it."""
 
@@ -23,12 +34,8 @@ class _SecretFieldMixin:
 
 class ModelProviderForm(_SecretFieldMixin, forms.ModelForm):
     secret_field = "api_key"
-    new_api_key = forms.CharField(
-        label="API key",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted and never shown again. Leave empty to keep the current key.",
+    new_api_key = secret_input(
+        "API key", "Stored encrypted and never shown again. Leave empty to keep the current key."
     )
     clear_api_key = forms.BooleanField(label="Remove the stored key", required=False)
     skip_test = forms.BooleanField(
@@ -76,12 +83,8 @@ class ModelProviderForm(_SecretFieldMixin, forms.ModelForm):
 
 class McpServerForm(_SecretFieldMixin, forms.ModelForm):
     secret_field = "token"
-    new_token = forms.CharField(
-        label="Token",
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Sent as “Authorization: Bearer …”. Stored encrypted; leave empty to keep the current one.",
+    new_token = secret_input(
+        "Token", "Sent as “Authorization: Bearer …”. Stored encrypted; leave empty to keep the current one."
     )
     clear_token = forms.BooleanField(label="Remove the stored token", required=False)
 

@@ -11,6 +11,7 @@ from django.core import signing
 from django.core.files.base import File
 from django.db import connection, transaction
 from django.db.models import Sum
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 
 from files.models import StoredFile
@@ -22,11 +23,7 @@ SNIFF_BYTES = 65536
 
 
 def _human(size: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} bytes"
+    return filesizeformat(size).replace("\xa0", " ")
 
 
 def tenant_storage_used() -> int:

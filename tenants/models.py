@@ -47,7 +47,8 @@ class Tenant(TenantMixin):
         return self.schema_name == "public"
 
     def url(self) -> str:
-        domain = self.get_primary_domain()
+        # from the (usually prefetched) domains: get_primary_domain() queries once per tenant
+        domain = next((d for d in self.domains.all() if d.is_primary), None)
         host = domain.domain if domain else f"{self.schema_name}.{settings.NEXENT_BASE_DOMAIN}"
         port = "" if settings.NEXENT_PORT in (80, 443) else f":{settings.NEXENT_PORT}"
         return f"http://{host}{port}/"

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from smolagents import ChatMessageStreamDelta, FinalAnswerStep, OpenAIModel, ToolCallingAgent
-from smolagents.agents import ActionOutput, ToolOutput
+from smolagents.agents import ToolOutput
 from smolagents.memory import ActionStep, ToolCall
 from smolagents.monitoring import AgentLogger, LogLevel
 
@@ -298,8 +298,6 @@ class Engine:
         elif isinstance(item, FinalAnswerStep):
             self.result.output = _text(item.output, 100_000)
             self.emit(EventType.FINAL_ANSWER, {"text": self.result.output, "citations": self.context.citations})
-        elif isinstance(item, ActionOutput):
-            pass
 
     _step_open = False
     _step_number = 0
