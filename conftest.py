@@ -13,6 +13,7 @@ deletes what it made afterwards.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +32,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 T = TypeVar("T")
 # Agent fixtures (the fake model provider, published agents) are used by several apps' tests.
-pytest_plugins = ["agents.tests.fixtures"]
+pytest_plugins = ["agents.tests.fixtures", "knowledge.tests.fixtures"]
 PASSWORD = "Correct-Horse-Battery-9"
 TENANT_SLUGS = ("alpha", "beta", "gamma")
 BASE_DIR = Path(__file__).resolve().parent
@@ -166,16 +168,17 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup: None) -> Iterator[dict]:
-    """A real Celery worker process on the test database and real Redis, consuming a queue of its own."""
+@contextmanager
+def worker_process(queue: str, **env_overrides: str) -> Iterator[dict]:
+    """A real Celery worker process (prefork, 2 children) on the test database and real Redis, consuming
+    `queue`; stopped (TERM, then KILL) on exit."""
     from nexent_site.celery import app
 
-    queue = f"nexent-test-{uuid.uuid4().hex[:8]}"
-    hostname = f"test-{queue}@%h"
-    app.conf.task_default_queue = queue
-    env = dict(os.environ, DATABASE_URL=_database_url(), REDIS_URL=settings.REDIS_URL, CELERY_QUEUE=queue)
-    log_path = Path(settings.DATA_DIR) / f"{queue}.log"
+    hostname = f"test-{queue}-{uuid.uuid4().hex[:4]}@%h"
+    env = dict(
+        os.environ, DATABASE_URL=_database_url(), REDIS_URL=settings.REDIS_URL, CELERY_QUEUE=queue, **env_overrides
+    )
+    log_path = Path(settings.DATA_DIR) / f"{queue}-{uuid.uuid4().hex[:4]}.log"
     log_path.parent.mkdir(exist_ok=True)
     log_file = log_path.open("w")
     process = subprocess.Popen(
@@ -203,6 +206,7 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -216,13 +220,26 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
             raise RuntimeError(f"Celery worker did not answer within 60 s:\n{log_path.read_text()}")
         yield {"queue": queue, "hostname": expanded, "process": process, "log": log_path}
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log_file.close()
         log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup: None) -> Iterator[dict]:
+    """A real Celery worker process on the test database and real Redis, consuming a queue of its own."""
+    from nexent_site.celery import app
+
+    queue = f"nexent-test-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    with worker_process(queue) as worker:
+        yield worker
 
 
 @pytest.fixture(scope="session")

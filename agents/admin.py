@@ -62,7 +62,19 @@ class ModelProviderAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "kind", "base_url", "model_name"]}),
         ("Credentials", {"fields": ["key", "new_api_key", "clear_api_key", "extra_headers"]}),
-        ("Limits", {"fields": ["timeout_s", "max_concurrency", "context_window", "tool_choice", "stream_tool_calls"]}),
+        (
+            "Limits and behaviour",
+            {
+                "fields": [
+                    "timeout_s",
+                    "max_concurrency",
+                    "context_window",
+                    "tool_choice",
+                    "stream_tool_calls",
+                    "embedding_input_type",
+                ]
+            },
+        ),
         (
             "Status",
             {

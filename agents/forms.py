@@ -57,6 +57,7 @@ class ModelProviderForm(_SecretFieldMixin, forms.ModelForm):
             "extra_headers",
             "tool_choice",
             "stream_tool_calls",
+            "embedding_input_type",
             "is_default",
         ]
 

@@ -48,6 +48,11 @@ class ModelProvider(models.Model):
         default=True, help_text="Stream tools-mode answers; turn off for servers that cannot (llama.cpp)."
     )
     dimension = models.PositiveIntegerField(null=True, blank=True, help_text="Embedding size, from the test")
+    embedding_input_type = models.BooleanField(
+        default=False,
+        help_text="Send input_type (query or passage) with embedding requests: E5-, Jina- and Voyage-style models "
+        "embed questions and documents differently.",
+    )
     is_default = models.BooleanField(default=False, help_text="The tenant's default provider of this kind")
     is_builtin = models.BooleanField(default=False, editable=False, help_text="A bundled local model")
     status = models.CharField(max_length=16, choices=ConnectionStatus.choices, default=ConnectionStatus.UNKNOWN)

@@ -15,7 +15,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 
 from files.models import StoredFile
-from files.sniffing import sniff_content_type
+from files.sniffing import OLE2_TYPE, sniff_content_type
 from files.storage import files_storage, storage_key
 from nexent_site.errors import ApplicationError
 
@@ -46,6 +46,13 @@ def file_store(*, upload: Any, owner: Any = None) -> StoredFile:
     upload.seek(0)
     head = upload.read(SNIFF_BYTES)
     content_type = sniff_content_type(head, name)
+    if content_type == OLE2_TYPE:
+        raise ApplicationError(
+            f"“{name}” is a password-protected or legacy (.doc/.xls/.ppt) Office file; save it without a password "
+            "as .docx, .xlsx or .pptx.",
+            code="encrypted_office",
+            status=415,
+        )
     if content_type not in settings.FILES_ALLOWED_TYPES:
         raise ApplicationError(
             f"“{name}” is {content_type}, which is not accepted.", code="unsupported_type", status=415

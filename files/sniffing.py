@@ -6,6 +6,10 @@ import json
 
 import filetype
 
+# Compound File Binary: legacy .doc/.xls/.ppt, and what Office writes for a password-protected .docx/.xlsx/.pptx.
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+OLE2_TYPE = "application/x-ole-storage"
+
 TEXT_TYPES = {
     ".md": "text/markdown",
     ".markdown": "text/markdown",
@@ -23,6 +27,8 @@ def sniff_content_type(head: bytes, name: str) -> str:
     detected = filetype.guess_mime(head)
     if detected:
         return detected
+    if head.startswith(OLE2_MAGIC):
+        return OLE2_TYPE
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:

@@ -63,21 +63,10 @@ def check_celery() -> dict[str, Any]:
 
 
 def check_search() -> dict[str, Any]:
-    backend = settings.SEARCH_BACKEND
-    if backend == "postgres":
-        connection.set_schema_to_public()
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
-            row = cursor.fetchone()
-        if row is None:
-            return {
-                "ok": True,
-                "backend": "postgres",
-                "vector": False,
-                "warning": "pgvector is not installed in this PostgreSQL: keyword search only",
-            }
-        return {"ok": True, "backend": "postgres", "vector": True, "pgvector": row[0]}
-    return {"ok": False, "backend": backend, "error": f"unknown SEARCH_BACKEND {backend!r}"}
+    from knowledge.search import search_backend
+
+    connection.set_schema_to_public()
+    return search_backend().health()
 
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {

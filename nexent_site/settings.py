@@ -203,6 +203,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
     "agent-runs-watchdog": {"task": "agents.tasks.agent_runs_watchdog", "schedule": 60.0},
+    "knowledge-watchdog": {"task": "knowledge.tasks.knowledge_watchdog", "schedule": 60.0},
 }
 
 # --- Auth -------------------------------------------------------------------------------------------
@@ -254,6 +255,7 @@ EMBEDDING_BASE_URL = env.str("EMBEDDING_BASE_URL", default="")
 EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default="")
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="")
 EMBEDDING_DIMENSION = env.int("EMBEDDING_DIMENSION", default=0)
+EMBEDDING_INPUT_TYPE = env.bool("EMBEDDING_INPUT_TYPE", default=False)
 LOCAL_LLM_PORT = env.int("NEXENT_LOCAL_LLM_PORT", default=8102)
 LOCAL_EMBEDDING_PORT = env.int("NEXENT_LOCAL_EMBEDDING_PORT", default=8101)
 LOCAL_LLM_URL = f"http://127.0.0.1:{LOCAL_LLM_PORT}/v1"
@@ -302,9 +304,26 @@ FILES_S3_PREFIX = env.str("FILES_S3_PREFIX", default="nexent")
 # --- Chat -----------------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
 
-# --- Health ---------------------------------------------------------------------------------------
+# --- Knowledge ------------------------------------------------------------------------------------
 SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="postgres")
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+ELASTICSEARCH_API_KEY = env.str("ELASTICSEARCH_API_KEY", default="")
+ELASTICSEARCH_INDEX_PREFIX = env.str("ELASTICSEARCH_INDEX_PREFIX", default="nexent")
+ELASTICSEARCH_REPLICAS = env.int("ELASTICSEARCH_REPLICAS", default=0)
+ELASTICSEARCH_TIMEOUT_S = env.float("ELASTICSEARCH_TIMEOUT_S", default=10)
+# Passages per embedding request, and retries (exponential backoff) on 429 / 5xx / timeouts.
+KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=16)
+KNOWLEDGE_EMBED_RETRIES = env.int("KNOWLEDGE_EMBED_RETRIES", default=4)
+KNOWLEDGE_EMBED_BACKOFF_S = env.float("KNOWLEDGE_EMBED_BACKOFF_S", default=1.0)
+# A document whose worker has not reported for this long is re-queued (then failed after the attempts).
+KNOWLEDGE_STALE_AFTER_S = env.int("KNOWLEDGE_STALE_AFTER_S", default=300)
+KNOWLEDGE_MAX_ATTEMPTS = env.int("KNOWLEDGE_MAX_ATTEMPTS", default=3)
+KNOWLEDGE_LOCK_TTL_S = env.int("KNOWLEDGE_LOCK_TTL_S", default=120)
+# Extraction limits: uncompressed size of Office files (zip bombs) and extracted text per document.
+KNOWLEDGE_MAX_UNZIPPED_BYTES = env.int("KNOWLEDGE_MAX_UNZIPPED_BYTES", default=200 * 1024 * 1024)
+KNOWLEDGE_MAX_TEXT_CHARS = env.int("KNOWLEDGE_MAX_TEXT_CHARS", default=20_000_000)
+
+# --- Health ---------------------------------------------------------------------------------------
 HEALTH_CELERY_TIMEOUT = env.float("HEALTH_CELERY_TIMEOUT", default=1.5)
 
 LOGGING = {

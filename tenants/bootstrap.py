@@ -19,6 +19,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 from accounts.services import platform_superuser_ensure
 from agents.services.demo import demo_assistant_ensure
 from agents.services.providers import providers_ensure_defaults
+from knowledge.services.demo import demo_handbook_ensure
 from tenants.models import Tenant
 from tenants.services import platform_tenant_ensure, tenant_create
 
@@ -76,6 +77,7 @@ def platform_bootstrap() -> BootstrapResult:
         demo = tenant_create(slug=DEMO_SLUG, name="Demo", owner_email=creds.email, owner_password=creds.password)
     with tenant_context(demo):
         providers_ensure_defaults()
+        demo_handbook_ensure()
         demo_assistant_ensure()
     return BootstrapResult(
         credentials=creds, superuser_created=superuser_created, demo_created=demo_created, demo_url=demo.url()

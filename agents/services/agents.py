@@ -9,6 +9,7 @@ from django.db import transaction
 
 from agents.models import Agent, AgentTool, AgentVersion, McpServer, ModelProvider, ProviderKind, SubAgentLink
 from agents.tools import tool_config_validate
+from agents.tools.knowledge import knowledge_bases_missing
 
 EXPORT_FORMAT = "nexent.agent/1"
 
@@ -32,7 +33,17 @@ def agent_tool_validate(
         return config
     if mcp_server is not None:
         raise ValidationError({"mcp_server": ["Only MCP tools take a server."]})
-    return tool_config_validate(tool, config)
+    config = tool_config_validate(tool, config)
+    if tool == "knowledge_search":
+        _knowledge_bases_check(config.get("knowledge_bases", []), field="config")
+    return config
+
+
+def _knowledge_bases_check(slugs: list[str], *, field: str) -> None:
+    missing = knowledge_bases_missing(slugs)
+    if missing:
+        names = ", ".join(f"“{slug}”" for slug in missing)
+        raise ValidationError({field: [f"No knowledge base {names} in this organisation."]})
 
 
 def agent_tool_add(
@@ -130,8 +141,11 @@ def agent_spec_build(agent: Agent) -> dict:
 
 @transaction.atomic
 def agent_publish(*, agent: Agent, note: str = "", user_email: str = "") -> AgentVersion:
-    """Snapshot the draft as the next version and make it the published one."""
+    """Snapshot the draft as the next version and make it the published one. Refused (ValidationError on
+    `tools`) while a knowledge_search tool names a knowledge base that no longer exists."""
     locked = Agent.objects.select_for_update().get(pk=agent.pk)  # numbers versions one publisher at a time
+    for tool in locked.tools.filter(tool="knowledge_search", enabled=True):
+        _knowledge_bases_check(tool.config.get("knowledge_bases", []), field="tools")
     spec = agent_spec_build(locked)
     last = locked.versions.order_by("-number").values_list("number", flat=True).first() or 0
     version = AgentVersion.objects.create(agent=locked, number=last + 1, spec=spec, note=note, created_by=user_email)

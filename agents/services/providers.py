@@ -80,6 +80,7 @@ def builtin_provider_settings() -> list[dict]:
         "api_key": settings.EMBEDDING_API_KEY,
         "context_window": 512,
         "dimension": settings.EMBEDDING_DIMENSION or (384 if not settings.EMBEDDING_BASE_URL else None),
+        "embedding_input_type": settings.EMBEDDING_INPUT_TYPE or not settings.EMBEDDING_BASE_URL,
     }
     return [chat, embedding]
 

@@ -29,12 +29,26 @@ class KnowledgeSearcher(Protocol):
     def __call__(self, *, query: str, knowledge_bases: list[str], top_k: int) -> list[KnowledgeHit]: ...
 
 
+class KnowledgeBaseResolver(Protocol):
+    def __call__(self, slugs: list[str]) -> set[str]:
+        """The slugs, of those given, that name knowledge bases of the current tenant."""
+
+
 _searcher: KnowledgeSearcher | None = None
+_resolver: KnowledgeBaseResolver | None = None
 
 
-def knowledge_searcher_register(searcher: KnowledgeSearcher) -> None:
-    global _searcher
-    _searcher = searcher
+def knowledge_searcher_register(searcher: KnowledgeSearcher, resolver: KnowledgeBaseResolver | None = None) -> None:
+    global _searcher, _resolver
+    _searcher, _resolver = searcher, resolver
+
+
+def knowledge_bases_missing(slugs: list[str]) -> list[str]:
+    """The slugs that name no knowledge base of the current tenant (none when no knowledge app is installed)."""
+    if _resolver is None or not slugs:
+        return []
+    found = _resolver(list(slugs))
+    return [slug for slug in slugs if slug not in found]
 
 
 def knowledge_search_run(*, query: str, knowledge_bases: list[str], top_k: int, context: RunContext) -> str:

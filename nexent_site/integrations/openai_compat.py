@@ -20,10 +20,17 @@ PING_MESSAGE = "Reply with the single word: pong"
 class ProviderError(Exception):
     """A model call failed. `message` is readable and safe to store and show (no secrets)."""
 
+    TRANSIENT = frozenset({"timeout", "unreachable", "rate_limited", "server_error"})
+
     def __init__(self, message: str, *, code: str = "provider_error") -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying later (overload, outage), unlike a bad key or a malformed answer."""
+        return self.code in self.TRANSIENT
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class ProviderConfig:
     stream_tool_calls: bool = True
     provider_id: int | None = None
     max_concurrency: int = 0  # 0: unlimited
+    input_type: bool = False  # send input_type=query/passage with embedding requests
 
     @classmethod
     def from_provider(cls, provider: Any) -> ProviderConfig:
@@ -54,6 +62,7 @@ class ProviderConfig:
             stream_tool_calls=provider.stream_tool_calls,
             provider_id=provider.pk,
             max_concurrency=provider.max_concurrency,
+            input_type=getattr(provider, "embedding_input_type", False),
         )
 
 
@@ -93,7 +102,8 @@ def describe_error(exc: BaseException, config: ProviderConfig) -> ProviderError:
     if isinstance(exc, openai.RateLimitError):
         return ProviderError(f"rate limited (429): {_status_text(exc)}", code="rate_limited")
     if isinstance(exc, openai.APIStatusError):
-        return ProviderError(f"HTTP {exc.status_code} from provider: {_status_text(exc)}", code="http_error")
+        code = "server_error" if exc.status_code >= 500 else "http_error"
+        return ProviderError(f"HTTP {exc.status_code} from provider: {_status_text(exc)}", code=code)
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | KeyError | TypeError):
         return ProviderError(f"malformed response from provider: {str(exc)[:200]}", code="malformed")
     return ProviderError(f"{type(exc).__name__}: {str(exc)[:300]}")
@@ -121,10 +131,12 @@ def chat_ping(config: ProviderConfig) -> str:
         raise describe_error(exc, config) from None
 
 
-def embed(config: ProviderConfig, texts: Sequence[str]) -> list[list[float]]:
-    """Embeddings for `texts`, in order. Checks the dimension against `config.dimension` when set."""
+def embed(config: ProviderConfig, texts: Sequence[str], *, input_type: str = "query") -> list[list[float]]:
+    """Embeddings for `texts`, in order. Checks the dimension against `config.dimension` when set.
+    `input_type` ("query" or "passage") is sent only to providers configured to take it."""
+    extra = {"input_type": input_type} if config.input_type else None
     try:
-        response = client_for(config).embeddings.create(model=config.model, input=list(texts))
+        response = client_for(config).embeddings.create(model=config.model, input=list(texts), extra_body=extra)
         vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
     except Exception as exc:
         raise describe_error(exc, config) from None

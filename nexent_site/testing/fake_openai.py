@@ -242,6 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.embedding_status != 200:
             self._error(fake.embedding_status, "scripted embedding failure", "server_error")
             return
+        with fake._lock:
+            fake.embedding_requests.append(texts)
+            failing = fake.embedding_failures > 0
+            if failing:
+                fake.embedding_failures -= 1
+        if failing:
+            self._error(503, "scripted transient embedding failure", "server_error")
+            return
         data = [
             {"object": "embedding", "index": i, "embedding": fake_embedding(t, fake.dimension)}
             for i, t in enumerate(texts)
@@ -274,10 +282,12 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     def __init__(self, *, api_key: str | None = None, dimension: int = 384, token_gap_s: float = 0.0) -> None:
         self.api_key = api_key
-        self.dimension = dimension
+        self.dimension = self._initial_dimension = dimension
         self.token_gap_s = token_gap_s
         self.embedding_status = 200
         self.embedding_delay_s = 0.0
+        self.embedding_failures = 0  # the next N embedding requests answer 503
+        self.embedding_requests: list[list[str]] = []
         self.requests: list[dict] = []
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -308,6 +318,9 @@ class FakeOpenAI:
         self.api_key = None
         self.embedding_status = 200
         self.embedding_delay_s = 0.0
+        self.embedding_failures = 0
+        self.embedding_requests = []
+        self.dimension = self._initial_dimension
         self.token_gap_s = 0.0
 
     def script(self, *replies: Reply) -> None:

@@ -1,0 +1,36 @@
+"""Reads of knowledge bases and documents, scoped to the current tenant (the connection's schema) and to
+what the user may see: staff see every knowledge base of their organisation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from knowledge.models import Document, KnowledgeBase
+
+
+def knowledge_base_get_for_staff(*, kb_id: Any, user: Any) -> KnowledgeBase | None:
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        return None
+    try:
+        return KnowledgeBase.objects.filter(pk=int(kb_id)).first()
+    except (TypeError, ValueError):
+        return None
+
+
+def knowledge_base_documents_state(*, knowledge_base: KnowledgeBase) -> list[dict]:
+    from knowledge.progress import document_state
+
+    return [document_state(d) for d in knowledge_base.documents.order_by("-created_at")[:500]]
+
+
+def knowledge_bases_with_counts() -> QuerySet[KnowledgeBase]:
+    return KnowledgeBase.objects.select_related("embedding_provider").annotate(
+        document_total=Count("documents", distinct=True),
+        document_ready=Count("documents", filter=Q(documents__status="ready"), distinct=True),
+    )
+
+
+def documents_for(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
+    return knowledge_base.documents.select_related("file", "uploaded_by")

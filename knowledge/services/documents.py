@@ -1,0 +1,114 @@
+"""Documents of a knowledge base: upload, (re)queue, retry, cancel, delete.
+
+The web process only stores the file, writes the row and enqueues (on commit); workers do the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from files.services import file_delete, file_store
+from knowledge.models import IN_PROGRESS, Checkpoint, Chunk, Document, DocumentStatus, KnowledgeBase
+from knowledge.progress import document_progress_publish
+from knowledge.search import search_backend
+from nexent_site.errors import ApplicationError
+
+
+def _title_from(name: str) -> str:
+    stem = name.rsplit("/", 1)[-1]
+    return (stem.rsplit(".", 1)[0] if "." in stem else stem)[:300] or stem[:300]
+
+
+@transaction.atomic
+def document_upload(*, knowledge_base: KnowledgeBase, upload: Any, user: Any = None, title: str = "") -> Document:
+    """Store the upload (refused with a clear ApplicationError when empty, too large, of a type not accepted
+    or over quota: nothing is stored then) and queue its ingestion."""
+    stored = file_store(upload=upload, owner=user)
+    document = Document.objects.create(
+        knowledge_base=knowledge_base,
+        file=stored,
+        title=(title or _title_from(stored.original_name))[:300],
+        uploaded_by=user if getattr(user, "pk", None) else None,
+    )
+    document_enqueue(document=document)
+    return document
+
+
+def document_enqueue(*, document: Document, resume: bool = False) -> None:
+    """Queue the document's ingestion. `resume` keeps the generation being built and its checkpoint (the
+    watchdog's re-queue); otherwise a new generation is started while the live chunks stay searchable."""
+    from knowledge.tasks import document_ingest_task
+
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": DocumentStatus.QUEUED,
+        "error": "",
+        "heartbeat_at": now,
+        "updated_at": now,
+        "attempts": F("attempts") + 1,
+    }
+    if not resume:
+        Chunk.objects.filter(document_id=document.pk, live=False).delete()
+        fields.update(
+            progress=0,
+            checkpoint=Checkpoint.NONE,
+            building_generation=max(document.live_generation, document.building_generation) + 1,
+        )
+    Document.objects.filter(pk=document.pk).update(**fields)
+    document.refresh_from_db()
+    document_progress_publish(document)
+    transaction.on_commit(lambda: document_ingest_task.delay(document.pk))
+
+
+def document_retry(*, document: Document) -> None:
+    if document.status not in (DocumentStatus.FAILED, DocumentStatus.CANCELLED):
+        raise ApplicationError(
+            f"“{document}” is {document.get_status_display().lower()}; only failed or cancelled "
+            "documents can be retried.",
+            code="not_retryable",
+        )
+    document_enqueue(document=document)
+
+
+def document_reindex(*, document: Document) -> None:
+    """Rebuild the document's chunks; its current chunks stay searchable until the new ones are ready."""
+    if document.in_progress:
+        raise ApplicationError(f"“{document}” is already being ingested.", code="in_progress")
+    document_enqueue(document=document)
+
+
+@transaction.atomic
+def document_cancel(*, document: Document) -> None:
+    """Stop an ingestion. A first ingestion ends cancelled; a reindex goes back to the chunks it had."""
+    locked = Document.objects.select_for_update().get(pk=document.pk)
+    if locked.status not in IN_PROGRESS:
+        raise ApplicationError(f"“{document}” is not being ingested.", code="not_in_progress")
+    status = DocumentStatus.READY if locked.live_generation else DocumentStatus.CANCELLED
+    Document.objects.filter(pk=document.pk).update(
+        status=status,
+        progress=100 if status == DocumentStatus.READY else locked.progress,
+        error="" if status == DocumentStatus.READY else "Cancelled.",
+        checkpoint=Checkpoint.NONE,
+        updated_at=timezone.now(),
+    )
+    # A queued task will find nothing to do; a running one sees the change between batches and drops its
+    # generation itself (deleting it here too is harmless: the worker's next write to it is refused).
+    Chunk.objects.filter(document_id=document.pk, live=False).delete()
+    document.refresh_from_db()
+    document_progress_publish(document)
+
+
+@transaction.atomic
+def document_delete(*, document: Document) -> None:
+    """Remove the document, its chunks from the index and its file from storage."""
+    kb = document.knowledge_base
+    stored = document.file
+    document_id = document.pk
+    document.delete()
+    if not stored.documents.exists():
+        file_delete(stored_file=stored)
+    transaction.on_commit(lambda: search_backend().document_prune(kb, document_id, keep_generation=None))

@@ -1,0 +1,20 @@
+from celery import shared_task
+from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
+
+from knowledge.services.ingestion import document_ingest, documents_watchdog
+
+
+@shared_task(name="knowledge.tasks.document_ingest", acks_late=True, reject_on_worker_lost=True)
+def document_ingest_task(document_id: int) -> str:
+    """Ingest a document in the enqueuing tenant's schema. Safe to deliver twice: it resumes, or finds the
+    document locked by the worker on it, or already done."""
+    return document_ingest(document_id=document_id)
+
+
+@shared_task(name="knowledge.tasks.knowledge_watchdog", ignore_result=True)
+def knowledge_watchdog() -> None:
+    """Scheduled by beat (in the public schema): re-queue or fail stalled ingestions in every active tenant."""
+    tenants = get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).filter(status="active")
+    for tenant in tenants:
+        with tenant_context(tenant):
+            documents_watchdog()
