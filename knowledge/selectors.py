@@ -34,3 +34,21 @@ def knowledge_bases_with_counts() -> QuerySet[KnowledgeBase]:
 
 def documents_for(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
     return knowledge_base.documents.select_related("file", "uploaded_by")
+
+
+def document_get_for_reader(*, document_id: Any, user: Any) -> Document | None:
+    """A document the user may read: staff read any; others only documents cited in answers to their own
+    conversations (what the agent showed them)."""
+    from conversations.models import Citation
+
+    if not (user.is_authenticated and user.is_active):
+        return None
+    try:
+        document = Document.objects.select_related("file", "knowledge_base").filter(pk=int(document_id)).first()
+    except (TypeError, ValueError):
+        return None
+    if document is None:
+        return None
+    if user.is_staff or Citation.objects.filter(document_id=document.pk, message__conversation__user=user).exists():
+        return document
+    return None

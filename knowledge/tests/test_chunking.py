@@ -218,7 +218,7 @@ def test_small_table_stays_whole_and_joins_its_neighbours() -> None:
     assert chunks[0].text == f"Before.\n\n{table(2).text}\n\nAfter."
 
 
-def test_chunk_page_is_the_page_of_its_first_block() -> None:
+def test_a_new_page_starts_a_new_chunk_so_citations_name_the_right_page() -> None:
     # given
     blocks = [paragraph(sentences("Alpha", 3), page=1), paragraph(sentences("Beta", 3), page=2)]
     blocks += [paragraph(sentences("Gamma", 8), page=3)]
@@ -226,12 +226,11 @@ def test_chunk_page_is_the_page_of_its_first_block() -> None:
     # when
     chunks = chunk_blocks(blocks, size=60, overlap=0)
 
-    # then: the first chunk runs on into page 2
-    assert chunks[0].page == 1
-    assert "Beta" in chunks[0].text
-    assert chunks[1].page == 3
-    assert chunks[1].text.startswith("Gamma")
-    assert {chunk.page for chunk in chunks[1:]} == {3}
+    # then: small pages are not merged into one chunk
+    assert chunks[0].page == 1 and "Beta" not in chunks[0].text
+    assert chunks[1].page == 2 and chunks[1].text.startswith("Beta")
+    assert chunks[2].page == 3 and chunks[2].text.startswith("Gamma")
+    assert {chunk.page for chunk in chunks[2:]} == {3}
 
 
 def test_oversized_sentence_is_cut_between_words() -> None:
