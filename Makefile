@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed
 # would hand back a build made with other flags.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: run test lint format clean-data help chromium bench-chat
+.PHONY: run test lint format clean-data help chromium bench-chat bench-ingest bench-search
 
 help:
 	@echo "make run    start web + websockets, Celery worker and beat, with a demo tenant"
 	@echo "make test   run the test suite (real PostgreSQL, Redis, Celery, Channels)"
 	@echo "make lint   ruff check and format check"
 	@echo "make bench-chat [ARGS='--concurrency 500']   concurrent chats over websockets, figures as JSON"
+	@echo "make bench-ingest [ARGS='--docs 200']        ingestion throughput vs the embedding model alone"
+	@echo "make bench-search [ARGS='--chunks 100000']   keyword / vector / hybrid search latency"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -40,6 +42,12 @@ chromium:
 
 bench-chat: $(STAMP)
 	$(PY) bench/chat.py $(ARGS)
+
+bench-ingest: $(STAMP)
+	$(PY) bench/ingest.py $(ARGS)
+
+bench-search: $(STAMP)
+	$(PY) bench/search.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from conversations.models import Citation, Conversation, Message, MessageUnit
+from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from nexent_site.admin_sites import tenant_admin_site
 
 
@@ -32,6 +32,12 @@ class UnitInline(_ReadOnlyInline):
 class CitationInline(_ReadOnlyInline):
     model = Citation
     fields = ["index", "document_title", "page", "score"]
+    readonly_fields = fields
+
+
+class AttachmentInline(_ReadOnlyInline):
+    model = Attachment
+    fields = ["file", "status", "error", "truncated"]
     readonly_fields = fields
 
 
@@ -70,7 +76,7 @@ class MessageAdmin(admin.ModelAdmin):
         "created_at",
     ]
     fields = readonly_fields
-    inlines = [UnitInline, CitationInline]
+    inlines = [AttachmentInline, UnitInline, CitationInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

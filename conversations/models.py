@@ -104,3 +104,27 @@ class Citation(models.Model):
 
     def __str__(self) -> str:
         return f"[{self.index}] {self.document_title}"
+
+
+class Attachment(models.Model):
+    """A file the user attached to a message. A worker reads its text before the agent runs; the agent
+    gets that text with the message."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Being read"
+        READY = "ready", "Read"
+        FAILED = "failed", "Could not be read"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    file = models.ForeignKey("files.StoredFile", on_delete=models.PROTECT, related_name="attachments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    text = models.TextField(blank=True, editable=False)
+    truncated = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self) -> str:
+        return self.file.original_name

@@ -5,6 +5,8 @@ enqueues; the worker runs the agent (see conversations.tasks)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -47,22 +49,33 @@ def conversation_start(*, user: User, agent: Agent, title: str = "") -> Conversa
     return Conversation.objects.create(user=user, agent=agent, title=title[:200])
 
 
-def _history(conversation: Conversation) -> list[dict]:
-    turns = conversation.messages.filter(status=Message.Status.COMPLETED).exclude(content="")
-    return [{"role": m.role, "content": m.content} for m in turns.order_by("created_at", "id")]
+def conversation_history(conversation: Conversation) -> list[dict]:
+    """The turns the agent gets: completed messages, user messages with their attachments' text."""
+    from conversations.attachments import message_text_for_agent
+
+    turns = conversation.messages.filter(status=Message.Status.COMPLETED).prefetch_related("attachments__file")
+    history = []
+    for message in turns.order_by("created_at", "id"):
+        content = message_text_for_agent(message) if message.role == Message.Role.USER else message.content
+        if content:
+            history.append({"role": message.role, "content": content})
+    return history
 
 
 @transaction.atomic
-def conversation_message_send(*, conversation: Conversation, user: User, content: str) -> tuple[Message, Message]:
-    """Save the user's message and a pending assistant message, and start the agent's run (enqueued on
-    commit). One turn at a time per conversation."""
+def conversation_message_send(
+    *, conversation: Conversation, user: User, content: str, uploads: Sequence[Any] = ()
+) -> tuple[Message, Message]:
+    """Save the user's message (with its attached files) and a pending assistant message, and start the
+    agent's run (enqueued on commit). One turn at a time per conversation. A refused file refuses the
+    whole message: nothing is saved."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     content = (content or "").strip()
     if conversation.user_id != user.pk:
         raise ApplicationError("Conversation not found.", code="not_found", status=404)
     if conversation.archived:
         raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
-    if not content:
+    if not content and not uploads:
         raise ApplicationError("Write a message first.", code="empty_message")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ApplicationError(
@@ -71,13 +84,17 @@ def conversation_message_send(*, conversation: Conversation, user: User, content
     if conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]).exists():
         raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    if uploads:
+        from conversations.attachments import attachments_store
+
+        attachments_store(message=user_message, uploads=uploads, user=user)
     return user_message, _start_turn(conversation=conversation, user=user)
 
 
 def _start_turn(*, conversation: Conversation, user: User) -> Message:
     run = run_start(
         agent=conversation.agent,
-        messages=_history(conversation) or [{"role": "user", "content": ""}],
+        messages=conversation_history(conversation) or [{"role": "user", "content": ""}],
         trigger=AgentRun.Trigger.CHAT,
         user_email=user.email,
         enqueue=False,
@@ -230,3 +247,23 @@ def conversation_notify(*, conversation_id: str, payload: dict) -> None:
     layer_sender.group_send(
         conversation_group_name(connection.schema_name, conversation_id), {"type": "chat.notice", "payload": payload}
     )
+
+
+def turn_attachments_read(*, message: Message) -> bool:
+    """Worker side, before the agent runs: read the conversation's attachments still waiting (announcing each
+    one's state to the conversation's pages) and give the run the history with their text. Returns whether
+    there were any."""
+    from conversations.attachments import attachment_read, attachment_state
+    from conversations.models import Attachment
+
+    pending = list(
+        Attachment.objects.filter(
+            message__conversation_id=message.conversation_id, status=Attachment.Status.PENDING
+        ).select_related("file")
+    )
+    for attachment in pending:
+        attachment = attachment_read(attachment)
+        conversation_notify(conversation_id=str(message.conversation_id), payload=attachment_state(attachment))
+    if pending and message.run_id:
+        AgentRun.objects.filter(pk=message.run_id).update(input=conversation_history(message.conversation))
+    return bool(pending)

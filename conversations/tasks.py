@@ -7,6 +7,7 @@ from conversations.services import (
     conversation_title_ensure,
     message_finalize,
     message_mark_streaming,
+    turn_attachments_read,
 )
 
 
@@ -18,6 +19,7 @@ def chat_turn_execute(message_id: int) -> str | None:
     if message is None or message.run_id is None:
         return None
     message_mark_streaming(message=message)
+    turn_attachments_read(message=message)
     run_execute(run_id=str(message.run_id))
     message = message_finalize(message=Message.objects.get(pk=message_id))
     conversation = message.conversation

@@ -7,8 +7,9 @@ import uuid
 
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.relay import run_events_sse
@@ -84,11 +85,27 @@ def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
 @login_required
 @require_POST
 def message_send(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """A message with optional attached files (multipart). The page script asks for JSON and then follows
+    the run over the websocket; without JavaScript the browser is redirected back to the chat."""
     conversation = _conversation_or_404(request, conversation_id)
+    wants_json = "application/json" in request.headers.get("Accept", "")
     try:
-        conversation_message_send(conversation=conversation, user=request.user, content=request.POST.get("content", ""))
+        user_message, assistant = conversation_message_send(
+            conversation=conversation,
+            user=request.user,
+            content=request.POST.get("content", ""),
+            uploads=request.FILES.getlist("files"),
+        )
     except ApplicationError as exc:
+        if wants_json:
+            return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
         flash.error(request, exc.message)
+        return redirect("chat", conversation_id=conversation.pk)
+    if wants_json:
+        html = render_to_string("conversations/_message.html", {"message": user_message}, request=request)
+        return JsonResponse(
+            {"user_message_html": html, "assistant_message_id": assistant.pk, "run_id": str(assistant.run_id)}
+        )
     return redirect("chat", conversation_id=conversation.pk)
 
 

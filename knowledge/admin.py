@@ -102,6 +102,13 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[KnowledgeBase]:
         return knowledge_bases_with_counts()
 
+    def get_readonly_fields(self, request: HttpRequest, obj: KnowledgeBase | None = None) -> list:
+        # Agents name knowledge bases by slug: renaming one would silently detach it from them.
+        return [*self.readonly_fields, "slug"] if obj else self.readonly_fields
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: KnowledgeBase | None = None) -> dict:
+        return {} if obj else self.prepopulated_fields
+
     @admin.display(description="Documents (ready / all)")
     def documents(self, obj: KnowledgeBase) -> str:
         return f"{getattr(obj, 'document_ready', 0)} / {getattr(obj, 'document_total', 0)}"

@@ -303,6 +303,9 @@ FILES_S3_PREFIX = env.str("FILES_S3_PREFIX", default="nexent")
 
 # --- Chat -----------------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=20_000)
+# Files attached to a chat message: how many, and how much of each one's text the agent gets.
+CHAT_MAX_ATTACHMENTS = env.int("CHAT_MAX_ATTACHMENTS", default=5)
+CHAT_ATTACHMENT_MAX_CHARS = env.int("CHAT_ATTACHMENT_MAX_CHARS", default=30_000)
 
 # --- Knowledge ------------------------------------------------------------------------------------
 SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="postgres")
@@ -312,6 +315,8 @@ ELASTICSEARCH_INDEX_PREFIX = env.str("ELASTICSEARCH_INDEX_PREFIX", default="nexe
 ELASTICSEARCH_REPLICAS = env.int("ELASTICSEARCH_REPLICAS", default=0)
 ELASTICSEARCH_TIMEOUT_S = env.float("ELASTICSEARCH_TIMEOUT_S", default=10)
 # Passages per embedding request, and retries (exponential backoff) on 429 / 5xx / timeouts.
+# Keyword search ranks at most this many matching chunks (all-words matches first): bounds its latency.
+KNOWLEDGE_KEYWORD_CANDIDATES = env.int("KNOWLEDGE_KEYWORD_CANDIDATES", default=3000)
 KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=16)
 KNOWLEDGE_EMBED_RETRIES = env.int("KNOWLEDGE_EMBED_RETRIES", default=4)
 KNOWLEDGE_EMBED_BACKOFF_S = env.float("KNOWLEDGE_EMBED_BACKOFF_S", default=1.0)

@@ -232,6 +232,9 @@ def agent_import(*, data: Any, slug: str | None = None) -> Agent:
             if server is None:
                 errors.setdefault(f"tools[{index}]", []).append(f"No MCP server named “{tool['mcp_server']}”.")
             servers[index] = server
+        if tool.get("tool") == "knowledge_search" and isinstance(tool.get("config"), dict):
+            for slug_missing in knowledge_bases_missing(list(tool["config"].get("knowledge_bases") or [])):
+                errors.setdefault(f"tools[{index}]", []).append(f"No knowledge base “{slug_missing}”.")
     if errors:
         raise ValidationError(errors)
 

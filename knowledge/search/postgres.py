@@ -6,8 +6,7 @@ untyped `vector` and each knowledge base gets its own partial HNSW index on `emb
 (pgvector's recipe for mixed dimensions); a query repeats the index's expression and predicate to use it.
 
 Full text: a chunk's `search_vector` is built with the `english` configuration for English documents and
-`simple` over jieba-segmented text for the rest, so a query is tried both ways, its words OR-ed (ranked by
-`ts_rank_cd`, normalised to 0..1) rather than AND-ed, which would miss most natural-language questions.
+`simple` over jieba-segmented text for the rest; see KEYWORD_SQL for how a question is matched and ranked.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 
 from knowledge.chunking import search_text
@@ -31,15 +31,34 @@ NO_VECTOR_WARNING = (
     "so these are keyword results only."
 )
 
+# The query's words OR-ed (a natural-language question rarely has every word in one passage), ranked with
+# ts_rank. Ranking reads every matching row, and a common word matches a large share of a big knowledge
+# base, so at most KNOWLEDGE_KEYWORD_CANDIDATES matches are ranked: those holding all the words first, then
+# the others. Non-English questions are also matched against the `simple` (unstemmed, jieba-segmented) text.
 KEYWORD_SQL = """
-SELECT c.id, ts_rank_cd(c.search_vector, q.query, 32) AS score
-FROM knowledge_chunk c,
-     (SELECT replace(plainto_tsquery('english', %s)::text, '&', '|')::tsquery
-          || replace(plainto_tsquery('simple', %s)::text, '&', '|')::tsquery AS query) q
-WHERE c.knowledge_base_id = %s AND c.live AND c.search_vector @@ q.query
+WITH q AS (SELECT {any_words} AS any_words, {all_words} AS all_words),
+candidates AS (
+    (SELECT c.id FROM knowledge_chunk c, q
+     WHERE c.knowledge_base_id = %(kb)s AND c.live AND c.search_vector @@ q.all_words LIMIT %(cap)s)
+    UNION
+    (SELECT c.id FROM knowledge_chunk c, q
+     WHERE c.knowledge_base_id = %(kb)s AND c.live AND c.search_vector @@ q.any_words LIMIT %(cap)s)
+)
+SELECT c.id, ts_rank(c.search_vector, q.any_words, 32) AS score
+FROM knowledge_chunk c JOIN candidates USING (id), q
 ORDER BY score DESC, c.id
-LIMIT %s
+LIMIT %(limit)s
 """
+ENGLISH_ANY = "replace(plainto_tsquery('english', %(text)s)::text, '&', '|')::tsquery"
+SIMPLE_ANY = "replace(plainto_tsquery('simple', %(segmented)s)::text, '&', '|')::tsquery"
+ENGLISH_ALL = "plainto_tsquery('english', %(text)s)"
+SIMPLE_ALL = "plainto_tsquery('simple', %(segmented)s)"
+
+
+def keyword_sql(language: str) -> str:
+    if language == "en":
+        return KEYWORD_SQL.format(any_words=ENGLISH_ANY, all_words=ENGLISH_ALL)
+    return KEYWORD_SQL.format(any_words=f"{ENGLISH_ANY} || {SIMPLE_ANY}", all_words=f"{ENGLISH_ALL} || {SIMPLE_ALL}")
 
 
 def index_name(kb_id: int, dimension: int) -> str:
@@ -125,8 +144,15 @@ class PostgresBackend:
         vector: list[tuple[int, float]] = []
         with transaction.atomic(), connection.cursor() as cursor:
             if mode in ("hybrid", "keyword"):
-                segmented = search_text(request.query, detect_language(request.query))
-                cursor.execute(KEYWORD_SQL, [request.query, segmented, request.knowledge_base_id, request.candidates])
+                language = detect_language(request.query)
+                params = {
+                    "text": request.query,
+                    "segmented": search_text(request.query, language),
+                    "kb": request.knowledge_base_id,
+                    "cap": settings.KNOWLEDGE_KEYWORD_CANDIDATES,
+                    "limit": request.candidates,
+                }
+                cursor.execute(keyword_sql(language), params)
                 keyword = [(row[0], float(row[1])) for row in cursor.fetchall()]
             if mode in ("hybrid", "semantic"):
                 # ef_search bounds what one HNSW scan returns; iterative scans keep going when rows are

@@ -335,3 +335,31 @@ def test_another_tenant_cannot_search_or_see_the_knowledge(fake_llm: FakeOpenAI,
         ingest(own, "other.md", b"# Other\n\nNothing about refunds here, only gardening.")
         hits = knowledge_search(knowledge_bases=[own], query="zephyr refund form").hits
         assert all(hit.document_title == "other" for hit in hits)
+
+
+def test_agents_may_only_name_knowledge_bases_that_exist(fake_llm: FakeOpenAI, tenant_a: Any) -> None:
+    from agents.models import Agent
+    from agents.services.agents import agent_export, agent_import, agent_publish, agent_tool_add
+
+    with tenant_context(tenant_a):
+        kb = kb_in(fake_llm, slug="faq")
+        agent = Agent.objects.create(name="Helper", slug="kb-helper", mode="tools")
+        # adding the tool with a missing knowledge base is a field error
+        with pytest.raises(ValidationError) as missing:
+            agent_tool_add(agent=agent, tool="knowledge_search", config={"knowledge_bases": ["faq", "nope"]})
+        assert "“nope”" in missing.value.message_dict["config"][0]
+        agent_tool_add(agent=agent, tool="knowledge_search", config={"knowledge_bases": ["faq"]})
+        agent_publish(agent=agent)
+        exported = agent_export(agent=agent)
+        # publishing after the knowledge base is gone is refused, naming it
+        from knowledge.services.bases import knowledge_base_delete
+
+        knowledge_base_delete(knowledge_base=kb)
+        with pytest.raises(ValidationError) as gone:
+            agent_publish(agent=agent)
+        assert "“faq”" in gone.value.message_dict["tools"][0]
+        # importing an agent that names it reports the tool by position
+        exported["agent"]["slug"] = "kb-helper-2"
+        with pytest.raises(ValidationError) as imported:
+            agent_import(data=exported)
+        assert any("“faq”" in m for m in imported.value.message_dict["tools[0]"])
