@@ -65,4 +65,6 @@ def message_text_for_agent(message: Message) -> str:
             parts.append(f"Attached file “{name}”{note}:\n<<<\n{attachment.text}\n>>>")
         elif attachment.status == Attachment.Status.FAILED:
             parts.append(f"(The attached file “{name}” could not be read: {attachment.error})")
+        else:  # replaced by the text once the worker has read it, before the agent runs
+            parts.append(f"(Attached file “{name}”, not read yet.)")
     return "\n\n".join(parts)

@@ -77,12 +77,15 @@ def test_an_attached_file_is_read_by_the_worker_and_given_to_the_agent(
         SimpleUploadedFile("codes.docx", docx_bytes("The door code for the lab is ZX-81.")),
         SimpleUploadedFile("broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog"),
     ]
-    # when the page script posts the message with its files
-    response = client.post(
-        f"/chat/{conversation.pk}/send/",
-        {"content": "What is the lab's door code?", "files": files},
-        HTTP_ACCEPT="application/json",
-        **host,
+    # when the page script posts the message with its files (on a committed connection, as a real request)
+    response = committed.run(
+        tenant_a,
+        lambda: client.post(
+            f"/chat/{conversation.pk}/send/",
+            {"content": "What is the lab's door code?", "files": files},
+            HTTP_ACCEPT="application/json",
+            **host,
+        ),
     )
     # then the answer is queued and the user's message comes back rendered with its attachments
     assert response.status_code == 200, response.content
@@ -108,11 +111,14 @@ def test_a_file_that_cannot_be_accepted_refuses_the_whole_message(
     committed: Committed, conversation: Conversation, tenant_a: Any
 ) -> None:
     client = owner_client(committed, tenant_a)
-    response = client.post(
-        f"/chat/{conversation.pk}/send/",
-        {"content": "see attached", "files": [SimpleUploadedFile("run.exe", b"MZ\x90\x00" + b"\x00" * 300)]},
-        HTTP_ACCEPT="application/json",
-        HTTP_HOST=host_of(tenant_a),
+    response = committed.run(
+        tenant_a,
+        lambda: client.post(
+            f"/chat/{conversation.pk}/send/",
+            {"content": "see attached", "files": [SimpleUploadedFile("run.exe", b"MZ\x90\x00" + b"\x00" * 300)]},
+            HTTP_ACCEPT="application/json",
+            HTTP_HOST=host_of(tenant_a),
+        ),
     )
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_type" and "run.exe" in response.json()["error"]["message"]
@@ -125,11 +131,14 @@ def test_nobody_else_can_post_to_or_download_from_the_conversation(
 ) -> None:
     fake_llm.script(Reply(content="ok"), Reply(content="t"))
     owner = owner_client(committed, tenant_a)
-    body = owner.post(
-        f"/chat/{conversation.pk}/send/",
-        {"content": "", "files": [SimpleUploadedFile("note.txt", b"private note")]},
-        HTTP_ACCEPT="application/json",
-        HTTP_HOST=host_of(tenant_a),
+    body = committed.run(
+        tenant_a,
+        lambda: owner.post(
+            f"/chat/{conversation.pk}/send/",
+            {"content": "", "files": [SimpleUploadedFile("note.txt", b"private note")]},
+            HTTP_ACCEPT="application/json",
+            HTTP_HOST=host_of(tenant_a),
+        ),
     ).json()
     wait_answer(committed, tenant_a, body["assistant_message_id"])
     file_id = committed.run(tenant_a, lambda: Attachment.objects.get().file_id)
