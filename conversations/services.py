@@ -156,10 +156,18 @@ def conversation_update(
     return conversation
 
 
+@transaction.atomic
 def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete the conversation with its messages and the files attached to them."""
+    from conversations.models import Attachment
+    from files.services import file_delete
+
     for message in conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]):
         message_stop(message=message)
+    files = [a.file for a in Attachment.objects.filter(message__conversation=conversation).select_related("file")]
     conversation.delete()
+    for stored in files:
+        file_delete(stored_file=stored)
 
 
 # --- worker side ------------------------------------------------------------------------------------------

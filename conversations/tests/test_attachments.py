@@ -33,10 +33,13 @@ def conversation(committed: Committed, published_agent: Any, tenant_a: Any) -> C
             user=User.objects.get(email=owner_email("alpha")), agent=Agent.objects.get(slug="reader")
         ),
     )
-    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(pk=created.pk).delete())
-    committed.on_teardown(
-        tenant_a, lambda: StoredFile.objects.filter(attachments__isnull=True, documents__isnull=True).delete()
-    )
+    def remove() -> None:
+        from conversations.services import conversation_delete
+
+        for found in Conversation.objects.filter(pk=created.pk):
+            conversation_delete(conversation=found)
+
+    committed.on_teardown(tenant_a, remove)
     return created
 
 
@@ -105,6 +108,12 @@ def test_an_attached_file_is_read_by_the_worker_and_given_to_the_agent(
     page = client.get(f"/chat/{conversation.pk}/", **host).content.decode()
     assert "codes.docx" in page and f"/files/{attachments['codes.docx'].file_id}/download/" in page
     assert "Could not be read" in page
+    # deleting the conversation deletes the files attached to it
+    from conversations.services import conversation_delete
+
+    file_ids = [a.file_id for a in attachments.values()]
+    committed.run(tenant_a, lambda: conversation_delete(conversation=Conversation.objects.get(pk=conversation.pk)))
+    assert not committed.run(tenant_a, lambda: StoredFile.objects.filter(pk__in=file_ids).exists())
 
 
 def test_a_file_that_cannot_be_accepted_refuses_the_whole_message(
