@@ -33,6 +33,7 @@ def conversation(committed: Committed, published_agent: Any, tenant_a: Any) -> C
             user=User.objects.get(email=owner_email("alpha")), agent=Agent.objects.get(slug="reader")
         ),
     )
+
     def remove() -> None:
         from conversations.services import conversation_delete
 
