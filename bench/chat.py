@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,24 +27,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+from bench.common import celery_worker, free_port, percentile, setup_django, stop_all  # noqa: E402
 
 
 def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
@@ -214,30 +195,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             ),
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "nexent_site",
-                    "worker",
-                    "--pool",
-                    os.environ.get("BENCH_POOL", "threads"),
-                    "--concurrency",
-                    str(threads),
-                    "--queues",
-                    queue,
-                    "--loglevel",
-                    "WARNING",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            celery_worker(queue=queue, pool=os.environ.get("BENCH_POOL", "threads"), concurrency=threads, env=env),
         ]
         time.sleep(6)  # daphne and the worker start
         print(
@@ -294,13 +252,7 @@ def main() -> None:
         )
         print(json.dumps(figures))
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         if fake is not None:
             fake.stop()
         services.stop()

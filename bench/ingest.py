@@ -20,8 +20,6 @@ import io
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +28,8 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.common import celery_worker, free_port, setup_django, stop_all  # noqa: E402
 
 FORMATS = ("pdf", "docx", "pptx", "xlsx", "csv", "html", "md", "txt", "json")
 TOPICS = (
@@ -54,12 +54,6 @@ CORPUS_TEXT = (
     "backups run every night and a restore is tested once a quarter to make sure they can actually be used"
 )
 WORDS = CORPUS_TEXT.split(" ")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sentences(rng: random.Random, count: int, topic: str) -> list[str]:
@@ -130,14 +124,6 @@ def make_document(index: int, rng: random.Random) -> tuple[str, bytes]:
     return name, "\n\n".join(paragraphs).encode()
 
 
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-
-
 class PeakRss:
     """Samples the resident memory of a process and its children every 0.2 s."""
 
@@ -200,30 +186,7 @@ def main() -> None:
         queue = f"bench-ingest-{os.getpid()}"
         app.conf.task_default_queue = queue
         env = dict(os.environ, CELERY_QUEUE=queue)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "nexent_site",
-                "worker",
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(args.worker_threads),
-                "--queues",
-                queue,
-                "--loglevel",
-                "WARNING",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = celery_worker(queue=queue, pool="threads", concurrency=args.worker_threads, env=env)
         processes.append(worker)
         deadline = time.monotonic() + 120
         while True:
@@ -302,13 +265,7 @@ def main() -> None:
         )
         print(json.dumps(figures))
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         services.stop()
 
 

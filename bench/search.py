@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
 import sys
 import time
@@ -29,14 +28,11 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.common import percentile, setup_django  # noqa: E402
+
 DIMENSION = 384
 CHUNKS_PER_DOCUMENT = 100
 LOAD_VERSION = "bench corpus v2"  # change when the generated corpus changes, so a stale load is replaced
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # Real text's most frequent words are function words, which the `english` text-search configuration drops;
@@ -65,14 +61,6 @@ def vocabulary(size: int = 5000) -> tuple[list[str], list[float]]:
     ordered = stop + content
     weights = [1 / (rank + 1) ** 1.05 for rank in range(len(ordered))]  # Zipf-like
     return ordered, weights
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
 
 
 def prepare(chunks: int, embed_url: str) -> object:

@@ -51,18 +51,25 @@ def progress_bar(document: Document) -> str:
     )
 
 
-def _apply(request: HttpRequest, queryset: QuerySet[Document], service: Any, verb: str) -> None:
+def _apply_each(request: HttpRequest, items: Any, call: Any, done_message: str) -> list[str]:
+    """Call `call(item)` for each item; report how many succeeded and each refusal's reason. Returns the
+    refusals."""
     done, refused = 0, []
-    for document in queryset:
+    for item in items:
         try:
-            service(document=document)
+            call(item)
             done += 1
         except ApplicationError as exc:
             refused.append(exc.message)
     if done:
-        messages.success(request, f"{verb} {done} document(s).")
+        messages.success(request, done_message.format(count=done))
     for message in refused:
         messages.warning(request, message)
+    return refused
+
+
+def _apply(request: HttpRequest, queryset: QuerySet[Document], service: Any, verb: str) -> None:
+    _apply_each(request, queryset, lambda document: service(document=document), f"{verb} {{count}} document(s).")
 
 
 class DocumentInline(admin.TabularInline):
@@ -160,17 +167,12 @@ class KnowledgeBaseAdmin(admin.ModelAdmin):
         kb = self._kb_for(request, kb_id, change=True)
         form = DocumentUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
-            added, refused = 0, []
-            for upload in form.cleaned_data["files"]:
-                try:
-                    document_upload(knowledge_base=kb, upload=upload, user=request.user)
-                    added += 1
-                except ApplicationError as exc:
-                    refused.append(exc.message)
-            if added:
-                messages.success(request, f"Queued {added} document(s) for ingestion.")
-            for message in refused:
-                messages.error(request, message)
+            refused = _apply_each(
+                request,
+                form.cleaned_data["files"],
+                lambda upload: document_upload(knowledge_base=kb, upload=upload, user=request.user),
+                "Queued {count} document(s) for ingestion.",
+            )
             if not refused:
                 return HttpResponseRedirect(reverse("admin:knowledge_knowledgebase_change", args=[kb.pk]))
             form = DocumentUploadForm()

@@ -1,0 +1,50 @@
+"""What the benchmark scripts share: Django set-up, ports, percentiles, and the worker processes they start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def celery_worker(*, queue: str, pool: str, concurrency: int, env: dict[str, str]) -> subprocess.Popen:
+    """A real Celery worker consuming `queue`, quiet."""
+    command = [sys.executable, "-m", "celery", "-A", "nexent_site", "worker", "--pool", pool]
+    command += ["--concurrency", str(concurrency), "--queues", queue, "--loglevel", "WARNING"]
+    command += ["--without-mingle", "--without-gossip"]
+    return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """TERM every process, then KILL those still running after 20 s."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
