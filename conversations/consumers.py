@@ -136,5 +136,7 @@ class ChatConsumer(LenientJsonMixin, RunRelayMixin, AsyncJsonWebsocketConsumer):
         await self.send_json(payload)
 
     def _render_message(self, message_id: int) -> str:
-        message = Message.objects.prefetch_related("units", "citations").filter(pk=message_id).first()
+        message = (
+            Message.objects.prefetch_related("units", "citations", "attachments__file").filter(pk=message_id).first()
+        )
         return render_to_string("conversations/_message.html", {"message": message}) if message else ""

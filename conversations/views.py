@@ -73,7 +73,9 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
 @require_GET
 def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _conversation_or_404(request, conversation_id)
-    thread = conversation.messages.prefetch_related("units", "citations").order_by("created_at", "id")
+    thread = conversation.messages.prefetch_related("units", "citations", "attachments__file").order_by(
+        "created_at", "id"
+    )
     active = next((m for m in thread if m.is_active), None)
     return render(
         request,
