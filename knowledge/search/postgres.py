@@ -65,6 +65,19 @@ def index_name(kb_id: int, dimension: int) -> str:
     return f"knowledge_chunk_hnsw_kb{int(kb_id)}_d{int(dimension)}"
 
 
+_pgvector_version: list[tuple[int, ...]] = []
+
+
+def _iterative_scans(cursor: Any) -> bool:
+    """pgvector 0.8 added iterative index scans; older versions reserve the `hnsw.` prefix and refuse the
+    setting."""
+    if not _pgvector_version:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+        _pgvector_version.append(tuple(int(p) for p in row[0].split(".")[:2] if p.isdigit()) if row else ())
+    return _pgvector_version[0] >= (0, 8)
+
+
 def _kb_id(name: str) -> int:
     return int(name.removeprefix("knowledge_chunk_hnsw_kb").split("_d", 1)[0])
 
@@ -158,7 +171,8 @@ class PostgresBackend:
                 # ef_search bounds what one HNSW scan returns; iterative scans keep going when rows are
                 # filtered out (chunks of a generation being built).
                 cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(100, request.candidates))])
-                cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+                if _iterative_scans(cursor):
+                    cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
                 literal = vector_literal(request.query_vector or [])
                 cursor.execute(
                     vector_sql(request.knowledge_base_id, request.dimension), [literal, literal, request.candidates]
