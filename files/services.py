@@ -15,6 +15,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 
 from files.models import StoredFile
+from files.scanning import scan_upload
 from files.sniffing import OLE2_TYPE, sniff_content_type
 from files.storage import files_storage, storage_key
 from nexent_site.errors import ApplicationError
@@ -32,7 +33,8 @@ def tenant_storage_used() -> int:
 
 def file_store(*, upload: Any, owner: Any = None) -> StoredFile:
     """Store an uploaded file (anything with name, size and chunks()). Refused with a clear error, and
-    nothing stored, when it is empty, too large, of a type not allowed, or over the tenant's quota."""
+    nothing stored, when it is empty, too large, of a type not allowed, over the tenant's quota, or (with
+    CLAMAV_URL set) infected or not checkable by the virus scanner."""
     name = (getattr(upload, "name", "") or "upload").rsplit("/", 1)[-1][:255]
     size = upload.size
     if not size:
@@ -64,6 +66,8 @@ def file_store(*, upload: Any, owner: Any = None) -> StoredFile:
             code="quota_exceeded",
             status=413,
         )
+    if settings.CLAMAV_URL:
+        scan_upload(upload, name)
     digest = hashlib.sha256()
     upload.seek(0)
     for chunk in upload.chunks() if hasattr(upload, "chunks") else iter(lambda: upload.read(1 << 20), b""):

@@ -293,6 +293,10 @@ FILES_ALLOWED_TYPES = env.list(
     ],
 )
 FILES_SIGNED_URL_TTL_S = env.int("FILES_SIGNED_URL_TTL_S", default=300)
+# Virus scanning with ClamAV's clamd (tcp://host:3310 or unix:///path/clamd.sock); unset: no scanning.
+# Fail closed: a file the scanner cannot check is refused.
+CLAMAV_URL = env.str("CLAMAV_URL", default="")
+CLAMAV_TIMEOUT_S = env.float("CLAMAV_TIMEOUT_S", default=30)
 # S3 / MinIO: set the bucket to store files there instead of on local disk.
 FILES_S3_BUCKET = env.str("FILES_S3_BUCKET", default="")
 FILES_S3_ENDPOINT_URL = env.str("FILES_S3_ENDPOINT_URL", default="")
