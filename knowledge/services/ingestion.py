@@ -16,7 +16,6 @@ What callers may rely on:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -241,7 +240,7 @@ def _embedding_input(chunk: Chunk) -> str:
     return f"{chunk.heading_path}\n{chunk.text}" if chunk.heading_path else chunk.text
 
 
-def documents_watchdog(*, now: float | None = None) -> dict[str, int]:
+def documents_watchdog() -> dict[str, int]:
     """Documents whose worker stopped reporting (killed, lost) are queued again, up to
     KNOWLEDGE_MAX_ATTEMPTS attempts, then marked failed with the reason. Returns counts."""
     from knowledge.services.documents import document_enqueue
@@ -258,4 +257,4 @@ def documents_watchdog(*, now: float | None = None) -> dict[str, int]:
         else:
             document_enqueue(document=document, resume=True)
             requeued += 1
-    return {"requeued": requeued, "failed": failed, "checked_at": int(now or time.time())}
+    return {"requeued": requeued, "failed": failed}
