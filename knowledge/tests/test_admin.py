@@ -29,17 +29,12 @@ def logged_in(client: Client, tenant: Any) -> Client:
     return client
 
 
-def test_creating_a_knowledge_base_records_the_providers_dimension(
-    client: Client, tenant_a: Any, fake_llm: FakeOpenAI
-) -> None:
-    host = {"HTTP_HOST": host_of(tenant_a)}
-    with tenant_context(tenant_a):
-        provider = embedding_provider(fake_llm)
-    form = {
+def kb_form(**overrides: Any) -> dict:
+    """The admin's add form for a knowledge base, as a browser posts it."""
+    return {
         "name": "Support",
         "slug": "support",
         "description": "",
-        "embedding_provider": provider.pk,
         "chunk_strategy": "structure",
         "chunk_size": 300,
         "chunk_overlap": 30,
@@ -50,8 +45,19 @@ def test_creating_a_knowledge_base_records_the_providers_dimension(
         "score_threshold": 0,
         "documents-TOTAL_FORMS": 0,
         "documents-INITIAL_FORMS": 0,
+        **overrides,
     }
-    response = logged_in(client, tenant_a).post("/admin/knowledge/knowledgebase/add/", form, **host)
+
+
+def test_creating_a_knowledge_base_records_the_providers_dimension(
+    client: Client, tenant_a: Any, fake_llm: FakeOpenAI
+) -> None:
+    host = {"HTTP_HOST": host_of(tenant_a)}
+    with tenant_context(tenant_a):
+        provider = embedding_provider(fake_llm)
+    response = logged_in(client, tenant_a).post(
+        "/admin/knowledge/knowledgebase/add/", kb_form(embedding_provider=provider.pk), **host
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     with tenant_context(tenant_a):
         kb = KnowledgeBase.objects.get(slug="support")
@@ -70,22 +76,9 @@ def test_an_unreachable_embedding_provider_is_a_field_error(client: Client, tena
             ),
             api_key="",
         )
-    form = {
-        "name": "Support",
-        "slug": "support",
-        "embedding_provider": dead.pk,
-        "chunk_strategy": "structure",
-        "chunk_size": 300,
-        "chunk_overlap": 400,
-        "search_mode": "hybrid",
-        "top_k": 5,
-        "fusion": "rrf",
-        "keyword_weight": 0.4,
-        "score_threshold": 0,
-        "documents-TOTAL_FORMS": 0,
-        "documents-INITIAL_FORMS": 0,
-    }
-    response = logged_in(client, tenant_a).post("/admin/knowledge/knowledgebase/add/", form, **host)
+    response = logged_in(client, tenant_a).post(
+        "/admin/knowledge/knowledgebase/add/", kb_form(embedding_provider=dead.pk, chunk_overlap=400), **host
+    )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert "could not be reached" in errors["embedding_provider"][0]
