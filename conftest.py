@@ -100,6 +100,20 @@ def host_of(tenant: Any) -> str:
     return f"{tenant.schema_name}.{settings.NEXENT_BASE_DOMAIN}"
 
 
+def tenant_socket(tenant: Any, path: str, cookie: str | None) -> Any:
+    """A WebsocketCommunicator on the real ASGI application, as a browser on `tenant`'s domain opens it
+    (with the session cookie when given)."""
+    from channels.testing import WebsocketCommunicator
+
+    from nexent_site.asgi import application
+
+    host = host_of(tenant)
+    headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]
+    if cookie:
+        headers.append((b"cookie", f"nexent_session={cookie}".encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
 class Committed:
     """Runs ORM work on its own connection in another thread, so it is committed at once and visible to
     worker processes and consumer threads; undo callbacks run at teardown, newest first."""

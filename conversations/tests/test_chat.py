@@ -8,10 +8,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from agents.models import Agent
-from conftest import Committed, host_of, owner_email
+from conftest import Committed, owner_email, tenant_socket
 from conversations.models import Conversation, Message
 from conversations.services import conversation_start
-from nexent_site.asgi import application
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tenants.models import Tenant
 
@@ -19,11 +18,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("celery_worker")]
 
 
 def socket(tenant: Tenant, conversation_id: Any, cookie: str | None) -> WebsocketCommunicator:
-    host = host_of(tenant)
-    headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]
-    if cookie:
-        headers.append((b"cookie", f"nexent_session={cookie}".encode()))
-    return WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers=headers)
+    return tenant_socket(tenant, f"/ws/chat/{conversation_id}/", cookie)
 
 
 async def frames_until(communicator: WebsocketCommunicator, kind: str, timeout: float = 30) -> list[dict]:

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from conftest import Committed, host_of, owner_email, worker_process
+from conftest import Committed, owner_email, tenant_socket, worker_process
 from knowledge.models import IN_PROGRESS, Chunk, Document, DocumentStatus
 from knowledge.tests.fixtures import upload, wait_for_documents
-from nexent_site.asgi import application
 from nexent_site.testing.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("celery_worker")]
@@ -188,11 +187,7 @@ def test_a_worker_killed_mid_ingestion_is_resumed_with_exactly_one_set_of_chunks
 
 
 def progress_socket(tenant: Any, kb_id: Any, cookie: str | None) -> WebsocketCommunicator:
-    host = host_of(tenant)
-    headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]
-    if cookie:
-        headers.append((b"cookie", f"nexent_session={cookie}".encode()))
-    return WebsocketCommunicator(application, f"/ws/knowledge/{kb_id}/", headers=headers)
+    return tenant_socket(tenant, f"/ws/knowledge/{kb_id}/", cookie)
 
 
 async def test_progress_streams_live_to_staff_over_the_websocket(
