@@ -155,18 +155,25 @@ def test_document_actions_and_the_retrieval_page(client: Client, tenant_a: Any, 
 def test_another_tenants_staff_reach_none_of_it(
     client: Client, tenant_a: Any, tenant_b: Any, fake_llm: FakeOpenAI
 ) -> None:
+    from django.core.files.base import ContentFile
+
+    from knowledge.services.documents import document_upload
+
     with tenant_context(tenant_a):
         kb = knowledge_base_create(name="Secret", slug="secret", embedding_provider=embedding_provider(fake_llm))
         make_provider(fake_llm, name="A chat")
+        document = document_upload(knowledge_base=kb, upload=ContentFile(b"Secret plans.", name="plans.txt"))
     host_b = {"HTTP_HOST": host_of(tenant_b)}
     logged_in(client, tenant_b)
     for url in (
         f"/admin/knowledge/knowledgebase/{kb.pk}/change/",
         f"/admin/knowledge/knowledgebase/{kb.pk}/search/?query=x",
         f"/admin/knowledge/knowledgebase/{kb.pk}/upload/",
+        f"/admin/knowledge/document/{document.pk}/change/",
+        f"/sources/{document.pk}/",
     ):
         response = client.get(url, **host_b)
         assert response.status_code in (302, 404), url
-        assert b"Secret" not in response.content
+        assert b"Secret" not in response.content and b"plans" not in response.content
     listing = client.get("/admin/knowledge/knowledgebase/", **host_b).content.decode()
     assert "Secret" not in listing

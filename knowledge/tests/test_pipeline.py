@@ -330,6 +330,8 @@ def test_another_tenant_cannot_search_or_see_the_knowledge(fake_llm: FakeOpenAI,
         assert not KnowledgeBase.objects.filter(pk=kb.pk).exists()
         assert not Document.objects.filter(pk=document.pk).exists()
         assert not Chunk.objects.filter(pk__in=chunk_ids).exists()
+        # an ingestion task carrying A's document id, run in B's schema, finds nothing to do
+        assert document_ingest(document_id=document.pk) == "skipped"
         # a knowledge base of B's own with the same slug finds only B's documents
         own = kb_in(fake_llm, chunk_size=60, chunk_overlap=10)
         ingest(own, "other.md", b"# Other\n\nNothing about refunds here, only gardening.")
