@@ -164,3 +164,24 @@ def test_nobody_else_can_post_to_or_download_from_the_conversation(
     stranger = owner_client(committed, tenant_b)
     assert stranger.get(f"/files/{file_id}/download/", HTTP_HOST=host_of(tenant_b)).status_code == 404
     assert stranger.post(f"/chat/{conversation.pk}/send/", files, HTTP_HOST=host_of(tenant_b)).status_code == 404
+
+
+def test_too_many_files_refuse_the_message_with_the_limit(
+    committed: Committed, conversation: Conversation, tenant_a: Any, settings: Any
+) -> None:
+    settings.CHAT_MAX_ATTACHMENTS = 2
+    client = owner_client(committed, tenant_a)
+    files = [SimpleUploadedFile(f"f{i}.txt", b"text") for i in range(3)]
+    response = client.post(
+        f"/chat/{conversation.pk}/send/",
+        {"content": "three files", "files": files},
+        HTTP_ACCEPT="application/json",
+        HTTP_HOST=host_of(tenant_a),
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "too_many_attachments",
+        "message": "Attach at most 2 files to one message.",
+    }
+    assert not Message.objects.filter(conversation_id=conversation.pk).exists()
+    assert not StoredFile.objects.filter(original_name__startswith="f", original_name__endswith=".txt").exists()
