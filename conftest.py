@@ -32,7 +32,7 @@ from django_tenants.utils import get_public_schema_name, schema_context, tenant_
 
 T = TypeVar("T")
 # Agent fixtures (the fake model provider, published agents) are used by several apps' tests.
-pytest_plugins = ["agents.tests.fixtures", "knowledge.tests.fixtures"]
+pytest_plugins = ["agents.tests.fixtures", "knowledge.tests.fixtures", "api.tests.fixtures"]
 PASSWORD = "Correct-Horse-Battery-9"
 TENANT_SLUGS = ("alpha", "beta", "gamma")
 BASE_DIR = Path(__file__).resolve().parent
@@ -57,6 +57,9 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
         for slug in TENANT_SLUGS:
             tenant_create(slug=slug, name=f"{slug.title()} Inc", owner_email=owner_email(slug), owner_password=PASSWORD)
         tenant_suspend(tenant=Tenant.objects.get(schema_name="gamma"), reason="test fixture")
+        # No organisation-wide request limit by default: a suite sends far more than a tenant would per minute.
+        # The rate-limit tests set the limits they test.
+        Tenant.objects.update(api_requests_per_minute=0)
         connection.set_schema_to_public()
     yield
     # Consumer threads run in contexts of their own and may keep a connection open; end them so the

@@ -234,6 +234,12 @@ class AgentRun(models.Model):
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
     user_email = models.CharField(max_length=254, blank=True)
+    api_key = models.ForeignKey(
+        "api.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs", editable=False
+    )
+    end_user = models.CharField(
+        max_length=200, blank=True, help_text="The caller's own user id (OpenAI's `user` field), as given"
+    )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -272,3 +278,31 @@ class RunStep(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+
+class UsageRecord(models.Model):
+    """The tokens one finished run used, by agent, user and API key. Kept when the run, agent or key is
+    deleted, so monthly usage and quotas stay true."""
+
+    run = models.OneToOneField(AgentRun, null=True, on_delete=models.SET_NULL, related_name="usage")
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.SET_NULL, related_name="usage_records")
+    agent_slug = models.CharField(max_length=50)
+    user_email = models.CharField(max_length=254, blank=True)
+    api_key = models.ForeignKey(
+        "api.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    trigger = models.CharField(max_length=16, choices=AgentRun.Trigger.choices)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["api_key", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.agent_slug}: {self.tokens_in + self.tokens_out} tokens"
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out

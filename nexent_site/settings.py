@@ -59,6 +59,10 @@ SHARED_APPS = [
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
 ]
 TENANT_APPS = [
@@ -71,6 +75,7 @@ TENANT_APPS = [
     "knowledge",
     "conversations",
     "files",
+    "api",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -204,6 +209,7 @@ CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
     "agent-runs-watchdog": {"task": "agents.tasks.agent_runs_watchdog", "schedule": 60.0},
     "knowledge-watchdog": {"task": "knowledge.tasks.knowledge_watchdog", "schedule": 60.0},
+    "api-idempotency-purge": {"task": "api.tasks.idempotency_purge", "schedule": 3600.0},
 }
 
 # --- Auth -------------------------------------------------------------------------------------------
@@ -227,6 +233,50 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# --- REST API -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.ApiKeyAuthentication",
+        "api.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.RequestRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 25,
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "SEARCH_PARAM": "q",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Nexent API",
+    "DESCRIPTION": "The REST API of one Nexent organisation (tenant). Authenticate with an API key: "
+    '`Authorization: Bearer nxk_…`. Errors are `{"error": {"code", "message", "fields"}}`.',
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {},
+}
+# How long a stored Idempotency-Key answer is replayed.
+API_IDEMPOTENCY_TTL_HOURS = env.int("API_IDEMPOTENCY_TTL_HOURS", default=24)
+# How long /v1/chat/completions and the MCP agent tools wait for a run's answer.
+API_RUN_WAIT_S = env.int("API_RUN_WAIT_S", default=300)
 
 # --- I18n / static --------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -9,8 +9,11 @@ urlpatterns = [
     path("", include("conversations.urls")),
     path("", include("files.urls")),
     path("", include("knowledge.urls")),
+    path("", include("api.urls")),
     path("admin/", tenant_admin_site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
+
+handler404 = "tenants.views.page_not_found"

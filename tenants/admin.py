@@ -28,7 +28,7 @@ class TenantAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["schema_name", "name", "site_link"]}),
         ("Status", {"fields": ["status", "suspended_reason"]}),
-        ("Limits", {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget"]}),
+        ("Limits", {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget", "api_requests_per_minute"]}),
         ("Dates", {"fields": ["created_at", "updated_at"]}),
     ]
     inlines = [DomainInline]
@@ -49,7 +49,10 @@ class TenantAdmin(admin.ModelAdmin):
             return [
                 (None, {"fields": ["schema_name", "name"]}),
                 ("First owner", {"fields": ["owner_email", "owner_password"]}),
-                ("Limits", {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget"]}),
+                (
+                    "Limits",
+                    {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget", "api_requests_per_minute"]},
+                ),
             ]
         return self.fieldsets
 

@@ -27,6 +27,9 @@ class Tenant(TenantMixin):
     max_users = models.PositiveIntegerField(default=50, help_text="0 = unlimited")
     max_storage_bytes = models.PositiveBigIntegerField(default=10 * 1024**3, help_text="0 = unlimited")
     monthly_token_budget = models.PositiveBigIntegerField(default=5_000_000, help_text="0 = unlimited")
+    api_requests_per_minute = models.PositiveIntegerField(
+        default=600, help_text="REST, OpenAI-compatible and MCP requests per minute, all keys together. 0 = unlimited"
+    )
 
     class Meta:
         ordering = ["schema_name"]

@@ -65,6 +65,11 @@ def system_prompt(spec: dict) -> str:
     return "\n\n".join(parts) or f"You are {spec.get('name', 'a helpful assistant')}."
 
 
+def _limit_kwargs(spec: dict) -> dict:
+    """A caller's `max_tokens` (the OpenAI-compatible API's) for each model call, when it set one."""
+    return {"max_tokens": spec["max_tokens"]} if spec.get("max_tokens") else {}
+
+
 def _trim_history(messages: list[dict], context_window: int, reserve: int = 1024) -> list[dict]:
     """Keep the newest messages that fit the context window (about 4 characters per token)."""
     budget = max(context_window - reserve, 256) * 4
@@ -137,6 +142,7 @@ class Engine:
                 model=provider.model,
                 messages=messages,
                 temperature=self.spec.get("temperature", 0.3),
+                **_limit_kwargs(self.spec),
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -210,6 +216,7 @@ class Engine:
             client=client_for(provider),
             temperature=spec.get("temperature", 0.3),
             tool_choice=provider.tool_choice,
+            **_limit_kwargs(spec),
             # plain-text message content: accepted by every OpenAI-compatible server (llama.cpp refuses parts)
             flatten_messages_as_text=True,
         )

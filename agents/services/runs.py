@@ -27,6 +27,7 @@ from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_k
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
 from agents.services.providers import provider_config, provider_default
+from agents.services.usage import usage_quota_check, usage_record
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
 CANCEL_CHECK_INTERVAL_S = 0.2
 ROLES = ("system", "user", "assistant")
+RUN_OVERRIDES = ("temperature", "max_tokens")
 
 
 def messages_validate(messages: Any) -> list[dict]:
@@ -59,12 +61,23 @@ def messages_validate(messages: Any) -> list[dict]:
 
 
 def run_start(
-    *, agent: Agent, messages: Any, trigger: str, user_email: str = "", draft: bool = False, enqueue: bool = True
+    *,
+    agent: Agent,
+    messages: Any,
+    trigger: str,
+    user_email: str = "",
+    draft: bool = False,
+    enqueue: bool = True,
+    api_key: Any = None,
+    end_user: str = "",
+    overrides: dict | None = None,
 ) -> AgentRun:
     """Create a queued run of the agent's published version (or of its draft, for the playground) and
     enqueue it once the transaction commits. `enqueue=False` leaves that to the caller (a chat turn runs
-    the run inside its own task)."""
+    the run inside its own task). `overrides` may set the run's `temperature` and `max_tokens`. Refused
+    with QuotaExceeded when the month's token budget (the organisation's or the API key's) is used up."""
     messages = messages_validate(messages)
+    usage_quota_check(api_key=api_key)
     if draft:
         version, spec = None, agent_spec_build(agent)
     else:
@@ -74,6 +87,8 @@ def run_start(
                 f"Agent “{agent.slug}” has no published version yet.", code="not_published", status=409
             )
         spec = version.spec
+    if overrides:
+        spec = {**spec, **{k: v for k, v in overrides.items() if k in RUN_OVERRIDES and v is not None}}
     now = timezone.now()
     run = AgentRun.objects.create(
         agent=agent,
@@ -82,6 +97,8 @@ def run_start(
         trigger=trigger,
         input=messages,
         user_email=user_email,
+        api_key=api_key,
+        end_user=end_user[:200],
         deadline_at=now + timedelta(seconds=spec["run_timeout_s"] + QUEUE_ALLOWANCE_S),
     )
     if not enqueue:
@@ -271,6 +288,7 @@ def run_execute(*, run_id: str) -> AgentRun | None:
         run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
         run.last_seq = recorder.seq + 1
         _finish(run, status, error)
+        usage_record(run=run)
         recorder.emit(EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms})
         recorder.close()
     return run

@@ -1,0 +1,105 @@
+"""Token usage: one UsageRecord per finished run, monthly counters in Redis for the quota checks (seeded
+from the records when missing, so a flushed Redis never resets anyone's quota), and the checks themselves.
+
+What callers may rely on: `usage_quota_check` raises QuotaExceeded (429, with the seconds until the next
+month) when the organisation's monthly token budget, or the API key's own monthly limit, is used up."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.db.models import Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from agents.models import AgentRun, UsageRecord
+from agents.runtime.streams import redis_client
+from nexent_site.errors import ApplicationError
+
+COUNTER_TTL_S = 40 * 24 * 3600
+
+
+class QuotaExceeded(ApplicationError):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, code="quota_exceeded", status=429)
+        self.retry_after = retry_after
+
+
+def _month_start(now: datetime | None = None) -> datetime:
+    now = now or timezone.now()
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month_start(now: datetime | None = None) -> datetime:
+    start = _month_start(now)
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+
+
+def _counter_key(api_key_id: int | None) -> str:
+    scope = f"key{api_key_id}" if api_key_id else "all"
+    return f"usage:tokens:{connection.schema_name}:{scope}:{_month_start():%Y%m}"
+
+
+def _tokens_from_records(api_key_id: int | None) -> int:
+    records = UsageRecord.objects.filter(created_at__gte=_month_start())
+    if api_key_id:
+        records = records.filter(api_key_id=api_key_id)
+    totals = records.aggregate(tokens_in=Coalesce(Sum("tokens_in"), 0), tokens_out=Coalesce(Sum("tokens_out"), 0))
+    return totals["tokens_in"] + totals["tokens_out"]
+
+
+def usage_month_tokens(*, api_key_id: int | None = None) -> int:
+    """Tokens used this calendar month (UTC) by the tenant, or by one API key."""
+    client = redis_client()
+    try:
+        key = _counter_key(api_key_id)
+        value = client.get(key)
+        if value is not None:
+            return int(value)
+        total = _tokens_from_records(api_key_id)
+        client.set(key, total, nx=True, ex=COUNTER_TTL_S)
+        return total
+    finally:
+        client.close()
+
+
+def usage_record(*, run: AgentRun) -> UsageRecord:
+    """Record a finished run's tokens (once per run) and add them to this month's counters."""
+    record, created = UsageRecord.objects.get_or_create(
+        run=run,
+        defaults={
+            "agent_id": run.agent_id,
+            "agent_slug": run.spec.get("slug", "") if isinstance(run.spec, dict) else "",
+            "user_email": run.user_email,
+            "api_key_id": run.api_key_id,
+            "trigger": run.trigger,
+            "tokens_in": run.tokens_in,
+            "tokens_out": run.tokens_out,
+        },
+    )
+    if created and record.tokens:
+        client = redis_client()
+        try:
+            for api_key_id in {None, run.api_key_id}:
+                key = _counter_key(api_key_id)
+                if not client.set(key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S):
+                    client.incrby(key, record.tokens)
+        finally:
+            client.close()
+    return record
+
+
+def usage_quota_check(*, api_key: Any = None) -> None:
+    """Refuse a new run when this month's budget (the organisation's, or the key's own) is used up."""
+    tenant = getattr(connection, "tenant", None)
+    budget = getattr(tenant, "monthly_token_budget", 0) or 0
+    retry_after = max(1, int((_next_month_start() - timezone.now()).total_seconds()))
+    if budget and usage_month_tokens() >= budget:
+        raise QuotaExceeded(
+            f"This organisation has used its {budget:,} tokens for this month.", retry_after=retry_after
+        )
+    limit = getattr(api_key, "monthly_token_limit", 0) or 0
+    if limit and usage_month_tokens(api_key_id=api_key.pk) >= limit:
+        raise QuotaExceeded(f"This API key has used its {limit:,} tokens for this month.", retry_after=retry_after)
