@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # would hand back a build made with other flags.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: run test lint format clean-data help chromium bench-chat bench-ingest bench-search
+.PHONY: run test lint format clean-data help chromium bench-chat bench-ingest bench-search bench-api
 
 help:
 	@echo "make run    start web + websockets, Celery worker and beat, with a demo tenant"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-chat [ARGS='--concurrency 500']   concurrent chats over websockets, figures as JSON"
 	@echo "make bench-ingest [ARGS='--docs 200']        ingestion throughput vs the embedding model alone"
 	@echo "make bench-search [ARGS='--chunks 100000']   keyword / vector / hybrid search latency"
+	@echo "make bench-api [ARGS='--rate 100']           REST list endpoints and /v1/chat/completions latency"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-models.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -48,6 +49,9 @@ bench-ingest: $(STAMP)
 
 bench-search: $(STAMP)
 	$(PY) bench/search.py $(ARGS)
+
+bench-api: $(STAMP)
+	$(PY) bench/api.py $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -77,6 +77,17 @@ def _public_schema_after_test() -> Iterator[None]:
     connection.set_schema_to_public()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layers() -> Iterator[None]:
+    """Each test gets its own channel-layer instance: channels-redis binds its receive lock to the event loop
+    that first used it, so a test cancelled mid-receive would otherwise break the following tests' sockets."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 def _tenant(django_db_blocker: Any, slug: str) -> Any:
     from tenants.models import Tenant
 
@@ -259,9 +270,10 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
         yield worker
 
 
-@pytest.fixture(scope="session")
-def asgi_server(celery_worker: dict) -> Iterator[dict]:
-    """The real ASGI server (daphne: HTTP and websockets) on the test database, for browser tests."""
+@contextmanager
+def asgi_process(queue: str) -> Iterator[dict]:
+    """A real ASGI server process (daphne: HTTP and websockets) on the test database and Redis, enqueuing
+    to `queue`; stopped on exit."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -270,14 +282,17 @@ def asgi_server(celery_worker: dict) -> Iterator[dict]:
         DATABASE_URL=_database_url(),
         REDIS_URL=settings.REDIS_URL,
         NEXENT_PORT=str(port),
-        CELERY_QUEUE=celery_worker["queue"],
+        CELERY_QUEUE=queue,
     )
+    log_path = Path(settings.DATA_DIR) / f"daphne-{port}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log_file = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "nexent_site.asgi:application"],
         cwd=BASE_DIR,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -287,11 +302,25 @@ def asgi_server(celery_worker: dict) -> Iterator[dict]:
                     break
             time.sleep(0.1)
         else:
-            raise RuntimeError("daphne did not start")
-        yield {"port": port, "url": lambda tenant: f"http://{host_of(tenant)}:{port}"}
+            raise RuntimeError(f"daphne did not start:\n{log_path.read_text()}")
+        yield {
+            "port": port,
+            "url": lambda tenant: f"http://{host_of(tenant)}:{port}",
+            "process": process,
+            "log": log_path,
+        }
     finally:
         process.terminate()
         process.wait(20)
+        log_file.close()
+        log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def asgi_server(celery_worker: dict) -> Iterator[dict]:
+    """The real ASGI server (daphne: HTTP and websockets) on the test database, for browser and API tests."""
+    with asgi_process(celery_worker["queue"]) as server:
+        yield server
 
 
 @pytest.fixture

@@ -398,8 +398,8 @@ class AgentRunAdmin(admin.ModelAdmin):
         "duration_ms",
         "created_at",
     ]
-    list_filter = ["status", "trigger", "agent", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["id", "user_email", "output", "error"]
+    list_filter = ["status", "trigger", "agent", "api_key", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["id", "user_email", "end_user", "output", "error"]
     date_hierarchy = "created_at"
     inlines = [RunStepInline]
     actions = ["cancel_selected"]
@@ -410,6 +410,8 @@ class AgentRunAdmin(admin.ModelAdmin):
         "trigger",
         "status_badge",
         "user_email",
+        "api_key",
+        "end_user",
         "input_pretty",
         "output",
         "error",

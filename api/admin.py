@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
+from agents.models import UsageRecord
 from api.forms import ApiKeyChangeForm, ApiKeyCreateForm
 from api.models import ApiKey
 from api.services import apikey_create, apikey_revoke
+from api.usage import USAGE_CHART_DAYS, usage_dashboard
 from nexent_site.admin_sites import tenant_admin_site
 
 
@@ -88,3 +92,30 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             apikey_revoke(key=key)
         self.message_user(request, f"Revoked {queryset.count()} key(s); they stop working at once.", messages.SUCCESS)
+
+
+@admin.register(UsageRecord, site=tenant_admin_site)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """Token usage per run, with charts (per day, per agent) and this month's quota consumption above the
+    list. Records are written by the runs themselves: read-only here."""
+
+    change_list_template = "admin/agents/usagerecord/change_list.html"
+    list_display = ["created_at", "agent_slug", "user_email", "api_key", "trigger", "tokens_in", "tokens_out", "run"]
+    list_filter = ["trigger", "agent_slug", "api_key", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["agent_slug", "user_email", "api_key__name", "api_key__prefix"]
+    date_hierarchy = "created_at"
+    list_select_related = ["api_key", "run"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        since = (timezone.now() - timedelta(days=USAGE_CHART_DAYS - 1)).date()
+        extra_context = {**(extra_context or {}), **usage_dashboard(since=since)}
+        return super().changelist_view(request, extra_context=extra_context)

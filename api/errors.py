@@ -70,5 +70,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         message = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else str(_flatten(exc.detail))
         if isinstance(exc, exceptions.ParseError):
             code = "malformed_request"
+        if isinstance(exc, exceptions.Throttled):
+            code, message = "rate_limited", f"Too many requests; try again in {exc.wait or 1:.0f} s."
         response.data = error_body(code, message)
     return response

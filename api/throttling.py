@@ -36,9 +36,9 @@ def rate_limit_hit(tenant: Any, api_key: ApiKey | None, now: float | None = None
     try:
         pipe = client.pipeline(transaction=False)
         for key in keys:
+            pipe.set(key, 0, ex=WINDOW_S + 5, nx=True)  # (EXPIRE … NX needs Redis 7; the embedded one is 6.2)
             pipe.incr(key)
-            pipe.expire(key, WINDOW_S + 5, nx=True)
-        counts = pipe.execute()[::2]
+        counts = pipe.execute()[1::2]
     finally:
         client.close()
     if any(count > limit for count, (_, limit) in zip(counts, limits, strict=True)):

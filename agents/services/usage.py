@@ -37,7 +37,7 @@ def _next_month_start(now: datetime | None = None) -> datetime:
     return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
 
 
-def _counter_key(api_key_id: int | None) -> str:
+def usage_counter_key(api_key_id: int | None = None) -> str:
     scope = f"key{api_key_id}" if api_key_id else "all"
     return f"usage:tokens:{connection.schema_name}:{scope}:{_month_start():%Y%m}"
 
@@ -54,7 +54,7 @@ def usage_month_tokens(*, api_key_id: int | None = None) -> int:
     """Tokens used this calendar month (UTC) by the tenant, or by one API key."""
     client = redis_client()
     try:
-        key = _counter_key(api_key_id)
+        key = usage_counter_key(api_key_id)
         value = client.get(key)
         if value is not None:
             return int(value)
@@ -83,7 +83,7 @@ def usage_record(*, run: AgentRun) -> UsageRecord:
         client = redis_client()
         try:
             for api_key_id in {None, run.api_key_id}:
-                key = _counter_key(api_key_id)
+                key = usage_counter_key(api_key_id)
                 if not client.set(key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S):
                     client.incrby(key, record.tokens)
         finally:

@@ -12,10 +12,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
+from accounts.services import user_create
 from api.models import ApiKey
 from api.services import apikey_authenticate, apikey_revoke
 from api.tests.fixtures import api_client, key_for
-from conftest import host_of
+from conftest import PASSWORD, host_of
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -102,9 +103,10 @@ def test_a_missing_scope_is_named_in_a_403(tenant_a: Tenant) -> None:
     assert response.json()["error"] == {"code": "missing_scope", "message": "This needs the “knowledge:read” scope."}
 
 
-def test_a_members_key_cannot_have_scopes_beyond_their_role(tenant_a: Tenant, committed) -> None:  # noqa: ANN001
+def test_a_members_key_cannot_have_scopes_beyond_their_role(tenant_a: Tenant) -> None:
     # given
-    committed.user(tenant_a, email="member@alpha.test")
+    with tenant_context(tenant_a):
+        user_create(email="member@alpha.test", password=PASSWORD)
     # when / then
     with pytest.raises(ValidationError) as excinfo:
         key_for(tenant_a, scopes="chat,admin", email="member@alpha.test")
@@ -114,7 +116,7 @@ def test_a_members_key_cannot_have_scopes_beyond_their_role(tenant_a: Tenant, co
     assert "Unknown scope(s): nonsense" in excinfo.value.message_dict["scopes"][0]
 
 
-def test_a_session_user_uses_the_api_with_their_roles_scopes(tenant_a: Tenant, client) -> None:  # noqa: ANN001
+def test_a_session_user_uses_the_api_with_their_roles_scopes(tenant_a: Tenant, client) -> None:
     # given
     with tenant_context(tenant_a):
         from accounts.models import User
@@ -127,13 +129,15 @@ def test_a_session_user_uses_the_api_with_their_roles_scopes(tenant_a: Tenant, c
     assert response.json()["key"] is None and "admin" in response.json()["scopes"]
 
 
-def test_apikey_create_prints_only_a_working_key(tenant_a: Tenant, committed) -> None:  # noqa: ANN001
+def test_apikey_create_prints_only_a_working_key(tenant_a: Tenant, committed) -> None:
     # given
     out = StringIO()
     # when
     committed.run(
         Tenant.objects.get(schema_name="public"),
-        lambda: call_command("apikey_create", "--tenant", "alpha", "--scopes", "chat,admin", "--name", "CI", stdout=out),
+        lambda: call_command(
+            "apikey_create", "--tenant", "alpha", "--scopes", "chat,admin", "--name", "CI", stdout=out
+        ),
     )
     raw = out.getvalue().strip()
     committed.on_teardown(tenant_a, lambda: ApiKey.objects.filter(prefix=raw[:12]).delete())

@@ -1,0 +1,100 @@
+"""Rate limits and quotas, enforced in Redis across processes: two real daphne processes serve the API, and
+runs go through a real Celery worker. Only the model provider is faked (the local OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from django.db import connection
+
+from agents.models import UsageRecord
+from agents.runtime.streams import redis_client
+from agents.services.runs import run_start
+from agents.services.usage import QuotaExceeded, usage_counter_key, usage_month_tokens
+from conftest import Committed, asgi_process, host_of
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def _fresh_window(needed_s: float = 25) -> None:
+    """Start at the beginning of a one-minute window when too little of the current one is left."""
+    left = 60 - time.time() % 60
+    if left < needed_s:
+        time.sleep(left + 0.2)
+
+
+def _hammer(ports: list[int], tenant: Tenant, keys: list[str], count: int) -> list[requests.Response]:
+    def one(index: int) -> requests.Response:
+        return requests.get(
+            f"http://127.0.0.1:{ports[index % len(ports)]}/api/v1/me/",
+            headers={"Host": host_of(tenant), "Authorization": f"Bearer {keys[index % len(keys)]}"},
+            timeout=30,
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_limits_per_key_and_per_tenant_hold_across_two_web_processes(
+    celery_worker: dict, committed: Committed, committed_key: Any, tenant_a: Tenant
+) -> None:
+    # given: two web processes, a key limited to 10 requests a minute, and two unlimited keys
+    limited = committed_key(tenant_a, scopes="chat", requests_per_minute=10)
+    free_one, free_two = committed_key(tenant_a, scopes="chat"), committed_key(tenant_a, scopes="chat")
+    with asgi_process(celery_worker["queue"]) as one, asgi_process(celery_worker["queue"]) as two:
+        ports = [one["port"], two["port"]]
+        _fresh_window()
+
+        # when: 30 requests with the limited key, spread over both processes
+        responses = _hammer(ports, tenant_a, [limited], 30)
+
+        # then: exactly 10 pass; the others get 429 in the error format, with Retry-After
+        assert Counter(r.status_code for r in responses) == {200: 10, 429: 20}, one["log"].read_text()[-3000:]
+        refused = next(r for r in responses if r.status_code == 429)
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert refused.json()["error"]["code"] == "rate_limited"
+
+        # and the organisation's limit counts every key together
+        def set_tenant_limit(value: int) -> None:
+            Tenant.objects.filter(pk=tenant_a.pk).update(api_requests_per_minute=value)
+
+        committed.run(Tenant.objects.get(schema_name="public"), lambda: set_tenant_limit(12))
+        committed.on_teardown(Tenant.objects.get(schema_name="public"), lambda: set_tenant_limit(0))
+        _fresh_window()
+        responses = _hammer(ports, tenant_a, [free_one, free_two], 30)
+        assert Counter(r.status_code for r in responses) == {200: 12, 429: 18}
+
+
+def test_the_monthly_token_budget_refuses_new_runs_with_429(
+    committed: Committed, fake_llm: Any, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: an organisation budget of 1,000 tokens, 1,200 of them used this month
+    agent = published_agent(slug="budgeted", mode="chat")
+    public = Tenant.objects.get(schema_name="public")
+
+    def set_budget(value: int) -> None:
+        Tenant.objects.filter(pk=tenant_a.pk).update(monthly_token_budget=value)
+
+    committed.run(public, lambda: set_budget(1_000))
+    committed.on_teardown(public, lambda: set_budget(5_000_000))
+    used = {"agent_slug": "budgeted", "trigger": "api", "tokens_in": 700, "tokens_out": 500}
+    record = committed.run(tenant_a, lambda: UsageRecord.objects.create(**used))
+    committed.on_teardown(tenant_a, lambda: UsageRecord.objects.filter(pk=record.pk).delete())
+
+    def start() -> Any:
+        connection.set_tenant(Tenant.objects.get(pk=tenant_a.pk))  # the limits as they are now
+        redis_client().delete(usage_counter_key())  # counted again from the records, as after a Redis restart
+        assert usage_month_tokens() == 1_200
+        return run_start(agent=agent, messages="hi", trigger="api")
+
+    # when / then
+    with pytest.raises(QuotaExceeded) as excinfo:
+        committed.run(tenant_a, start)
+    assert excinfo.value.status == 429 and excinfo.value.retry_after > 0
+    assert "1,000 tokens" in excinfo.value.message
