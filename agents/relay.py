@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
@@ -61,30 +62,41 @@ class RunRelayMixin:
             await self.channel_layer.group_discard(group, self.channel_name)
 
 
+async def run_events_live(
+    schema_name: str, run_id: str, after: int = 0, idle_s: float = 15
+) -> AsyncIterator[dict | None]:
+    """Every event after `after` from the run's Redis stream, live, until `run_finished` (inclusive); None
+    after each `idle_s` without an event, so a caller can keep its connection alive or give up. Holds no
+    thread while waiting. Close it (`contextlib.aclosing`) when stopping early."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    key = run_stream_key(schema_name, run_id)
+    last_id = f"{after}-1"
+    try:
+        while True:
+            response = await client.xread({key: last_id}, block=int(idle_s * 1000), count=200)
+            if not response:
+                yield None
+                continue
+            for _, entries in response:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode()
+                    event = json.loads(fields[b"event"])
+                    yield event
+                    if event["type"] == TERMINAL_EVENT:
+                        return
+    finally:
+        await client.aclose()
+
+
 async def run_events_sse(
     schema_name: str, run_id: str, after: int = 0, keepalive_s: float = 15
 ) -> AsyncIterator[bytes]:
     """The same relay as server-sent events (for the REST API and plain-HTTP clients): every event after
     `after` from the run's Redis stream, live, until `run_finished`; a comment line keeps idle connections
     open. Each event carries `id: <seq>`, so a client reconnecting with Last-Event-ID resumes exactly."""
-    client = aioredis.Redis.from_url(settings.REDIS_URL)
-    key = run_stream_key(schema_name, run_id)
-    last_id = f"{after}-1"
-    try:
-        while True:
-            response = await client.xread({key: last_id}, block=int(keepalive_s * 1000), count=200)
-            if not response:
-                yield b": keep-alive\n\n"
-                continue
-            for _, entries in response:
-                for entry_id, fields in entries:
-                    last_id = entry_id.decode()
-                    event = json.loads(fields[b"event"])
-                    yield sse_format(event)
-                    if event["type"] == TERMINAL_EVENT:
-                        return
-    finally:
-        await client.aclose()
+    async with aclosing(run_events_live(schema_name, run_id, after, keepalive_s)) as events:
+        async for event in events:
+            yield b": keep-alive\n\n" if event is None else sse_format(event)
 
 
 def sse_format(event: dict) -> bytes:

@@ -1,6 +1,8 @@
-"""One ASGI application for HTTP and websockets, served by daphne on one port."""
+"""One ASGI application for HTTP and websockets, served by daphne on one port. HTTP requests to /mcp go to
+the MCP server (api/mcp_server.py, with its own API-key and tenant middleware); everything else to Django."""
 
 import os
+from collections.abc import Callable
 
 from django.core.asgi import get_asgi_application
 
@@ -10,12 +12,20 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from api.mcp_server import is_mcp_path, mcp_application  # noqa: E402
 from nexent_site.routing import websocket_urlpatterns  # noqa: E402
 from nexent_site.tenancy import TenantWebsocketMiddleware  # noqa: E402
 
+
+async def http_application(scope: dict, receive: Callable, send: Callable) -> None:
+    if is_mcp_path(scope["path"]):
+        return await mcp_application(scope, receive, send)
+    return await django_asgi_app(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_application,
         "websocket": AllowedHostsOriginValidator(TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
