@@ -22,5 +22,8 @@ class SuspendedTenantMiddleware:
             return self.get_response(request)
         message = f"The organisation “{tenant.name}” is suspended. Contact the platform administrator."
         if wants_json(request):
-            return JsonResponse({"error": {"code": "tenant_suspended", "message": message}}, status=403)
+            error = {"code": "tenant_suspended", "message": message}
+            if request.path.startswith("/v1/"):  # OpenAI's error format there
+                error |= {"type": "permission_error", "param": None}
+            return JsonResponse({"error": error}, status=403)
         return render(request, "tenants/suspended.html", {"tenant": tenant, "message": message}, status=403)

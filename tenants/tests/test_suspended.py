@@ -36,6 +36,12 @@ def test_api_answers_403_json(client: Client, suspended_tenant: Tenant) -> None:
     response = client.get("/api/v1/agents/", HTTP_HOST=host_of(suspended_tenant))
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "tenant_suspended"
+    # the OpenAI-compatible API answers in OpenAI's error format, which its clients parse
+    response = client.post(
+        "/v1/chat/completions", {}, content_type="application/json", HTTP_HOST=host_of(suspended_tenant)
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_error" and "suspended" in response.json()["error"]["message"]
 
 
 @pytest.mark.django_db
