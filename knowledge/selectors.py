@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from knowledge.models import Document, KnowledgeBase
+from knowledge.models import IN_PROGRESS, Document, DocumentStatus, KnowledgeBase
 
 
 def knowledge_base_get_for_staff(*, kb_id: Any, user: Any) -> KnowledgeBase | None:
@@ -52,3 +52,14 @@ def document_get_for_reader(*, document_id: Any, user: Any) -> Document | None:
     if user.is_staff or Citation.objects.filter(document_id=document.pk, message__conversation__user=user).exists():
         return document
     return None
+
+
+def knowledge_bases_with_document_states() -> QuerySet[KnowledgeBase]:
+    """Knowledge bases with their documents counted by state, in the same query (no query per row)."""
+    return KnowledgeBase.objects.select_related("embedding_provider", "created_by").annotate(
+        document_total=Count("documents"),
+        document_ready=Count("documents", filter=Q(documents__status=DocumentStatus.READY)),
+        document_in_progress=Count("documents", filter=Q(documents__status__in=IN_PROGRESS)),
+        document_failed=Count("documents", filter=Q(documents__status=DocumentStatus.FAILED)),
+        document_cancelled=Count("documents", filter=Q(documents__status=DocumentStatus.CANCELLED)),
+    )

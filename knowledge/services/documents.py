@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from files.services import file_delete, file_store
+from files.storage import files_storage
 from knowledge.models import IN_PROGRESS, Checkpoint, Chunk, Document, DocumentStatus, KnowledgeBase
 from knowledge.progress import document_progress_publish
 from knowledge.search import search_backend
@@ -36,6 +37,26 @@ def document_upload(*, knowledge_base: KnowledgeBase, upload: Any, user: Any = N
     )
     document_enqueue(document=document)
     return document
+
+
+def documents_upload(
+    *, knowledge_base: KnowledgeBase, uploads: list[Any], user: Any = None, title: str = ""
+) -> list[Document]:
+    """Upload several files at once, all or nothing: when one is refused (its ApplicationError is raised),
+    no document is created and no bytes are left in storage."""
+    documents: list[Document] = []
+    stored_keys: list[str] = []
+    try:
+        with transaction.atomic():
+            for upload in uploads:
+                document = document_upload(knowledge_base=knowledge_base, upload=upload, user=user, title=title)
+                documents.append(document)
+                stored_keys.append(document.file.storage_key)
+    except BaseException:
+        for key in stored_keys:
+            files_storage().delete(key)
+        raise
+    return documents
 
 
 def document_enqueue(*, document: Document, resume: bool = False) -> None:
