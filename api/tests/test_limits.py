@@ -74,14 +74,20 @@ def test_limits_per_key_and_per_tenant_hold_across_two_web_processes(
 def test_the_monthly_token_budget_refuses_new_runs_with_429(
     committed: Committed, fake_llm: Any, published_agent: Any, tenant_a: Tenant
 ) -> None:
-    # given: an organisation budget of 1,000 tokens, 1,200 of them used this month
+    # given: an organisation whose usage this month (earlier runs included) is 200 tokens over its budget
     agent = published_agent(slug="budgeted", mode="chat")
     public = Tenant.objects.get(schema_name="public")
+
+    def used_so_far() -> int:
+        redis_client().delete(usage_counter_key())  # counted again from the records, as after a Redis restart
+        return usage_month_tokens()
+
+    budget = committed.run(tenant_a, used_so_far) + 1_000
 
     def set_budget(value: int) -> None:
         Tenant.objects.filter(pk=tenant_a.pk).update(monthly_token_budget=value)
 
-    committed.run(public, lambda: set_budget(1_000))
+    committed.run(public, lambda: set_budget(budget))
     committed.on_teardown(public, lambda: set_budget(5_000_000))
     used = {"agent_slug": "budgeted", "trigger": "api", "tokens_in": 700, "tokens_out": 500}
     record = committed.run(tenant_a, lambda: UsageRecord.objects.create(**used))
@@ -89,12 +95,11 @@ def test_the_monthly_token_budget_refuses_new_runs_with_429(
 
     def start() -> Any:
         connection.set_tenant(Tenant.objects.get(pk=tenant_a.pk))  # the limits as they are now
-        redis_client().delete(usage_counter_key())  # counted again from the records, as after a Redis restart
-        assert usage_month_tokens() == 1_200
+        assert used_so_far() == budget + 200
         return run_start(agent=agent, messages="hi", trigger="api")
 
     # when / then
     with pytest.raises(QuotaExceeded) as excinfo:
         committed.run(tenant_a, start)
     assert excinfo.value.status == 429 and excinfo.value.retry_after > 0
-    assert "1,000 tokens" in excinfo.value.message
+    assert f"{budget:,} tokens" in excinfo.value.message
