@@ -22,15 +22,20 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": body}
 
 
+def _text(value: Any) -> str:
+    # Messages and field names may quote the request; a lone surrogate there cannot be encoded as UTF-8.
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _flatten(detail: Any) -> Any:
     """DRF's nested ErrorDetail lists → plain strings (one string per field where it can)."""
     if isinstance(detail, dict):
-        return {key: _flatten(value) for key, value in detail.items()}
+        return {_text(key): _flatten(value) for key, value in detail.items()}
     if isinstance(detail, list):
         if all(not isinstance(item, (dict, list)) for item in detail):
-            return [str(item) for item in detail]
+            return [_text(item) for item in detail]
         return [_flatten(item) for item in detail]
-    return str(detail)
+    return _text(detail)
 
 
 def _validation_response(detail: Any) -> Response:

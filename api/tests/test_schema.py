@@ -14,7 +14,7 @@ from tenants.models import Tenant
 pytestmark = pytest.mark.django_db
 
 
-def test_the_schema_is_valid_openapi_without_warnings(tmp_path) -> None:  # noqa: ANN001
+def test_the_schema_is_valid_openapi_without_warnings(tmp_path) -> None:
     out = tmp_path / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out), stdout=StringIO())
     text = out.read_text()
