@@ -4,23 +4,62 @@ import uuid
 from datetime import date
 from typing import Any
 
-from django.db.models import Count, F, QuerySet, Sum
+from django.db import connection
+from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
-from agents.models import AgentRun, UsageRecord
+from agents.models import Agent, AgentRun, AgentTool, RunStep, SubAgentLink, UsageRecord
+from agents.runtime.streams import run_events_since
 
 
-def run_get_for_user(*, run_id: str, user: Any) -> AgentRun | None:
-    """The run if `user` may watch it: tenant staff see every run of their tenant, others only their own.
-    Any malformed or foreign id gives None, like a missing one."""
+def run_get_for_user(*, run_id: str, user: Any, see_all: bool | None = None) -> AgentRun | None:
+    """The run if `user` may watch it: tenant staff see every run of their tenant, others only their own
+    (`see_all` overrides the staff test, e.g. by an API key's scope). Any malformed or foreign id gives
+    None, like a missing one."""
     try:
         uuid.UUID(str(run_id))
     except ValueError:
         return None
-    runs = AgentRun.objects.select_related("agent")
-    if not user.is_staff:
+    return runs_for_user(user=user, see_all=user.is_staff if see_all is None else see_all).filter(pk=run_id).first()
+
+
+def runs_for_user(*, user: Any, see_all: bool) -> QuerySet[AgentRun]:
+    """Every run of the tenant (`see_all`), or the runs started by `user`; newest first."""
+    runs = AgentRun.objects.select_related("agent", "version")
+    if not see_all:
         runs = runs.filter(user_email=user.email)
-    return runs.filter(pk=run_id).first()
+    return runs.order_by("-created_at")
+
+
+def run_events_after(*, run: AgentRun, after: int = 0) -> list[dict]:
+    """The run's events with seq > `after`, in order: from its Redis stream while that is kept (text
+    deltas included), else rebuilt from the stored steps (every event but the text deltas)."""
+    events = run_events_since(connection.schema_name, str(run.id), after)
+    if events or run.last_seq <= after:
+        return events
+    return [
+        {
+            "type": step.type,
+            "run_id": str(run.id),
+            "seq": step.seq,
+            "ts": round(step.created_at.timestamp(), 3),
+            "agent": step.agent_path,
+            "data": step.data,
+        }
+        for step in RunStep.objects.filter(run=run, seq__gt=after).order_by("seq")
+    ]
+
+
+def agents_visible(*, include_drafts: bool) -> QuerySet[Agent]:
+    """The tenant's agents: only published ones, or (`include_drafts`) all, with what their API
+    representation needs fetched in a fixed number of queries."""
+    agents = Agent.objects.select_related("published_version").order_by("name", "slug")
+    if not include_drafts:
+        return agents.filter(published_version__isnull=False)
+    return agents.prefetch_related(
+        Prefetch("tools", queryset=AgentTool.objects.select_related("mcp_server").order_by("id")),
+        Prefetch("sub_agent_links", queryset=SubAgentLink.objects.select_related("child").order_by("child__slug")),
+    )
 
 
 USAGE_GROUPS = {

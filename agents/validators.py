@@ -14,8 +14,12 @@ def validate_agent_slug(value: str) -> None:
 
 
 def validate_base_url(value: str) -> None:
-    parsed = urlparse(value or "")
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+    try:
+        parsed = urlparse(value or "")
+        hostname = parsed.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        hostname = None
+    if not hostname or parsed.scheme not in ("http", "https"):
         raise ValidationError("Enter an http:// or https:// URL, e.g. https://api.openai.com/v1")
     if parsed.username or parsed.password:
         raise ValidationError("Put credentials in the API key field, not in the URL.")

@@ -40,3 +40,24 @@ def message_get_for_user(*, message_id: Any, user: Any) -> Message | None:
     except (TypeError, ValueError):
         return None
     return Message.objects.select_related("conversation", "run").filter(pk=message_id, conversation__user=user).first()
+
+
+def messages_of_conversation(*, conversation: Conversation) -> QuerySet[Message]:
+    """The conversation's messages, oldest first, with their units, citations and attachments fetched in
+    a fixed number of queries."""
+    return (
+        Message.objects.filter(conversation=conversation)
+        .prefetch_related("units", "citations", "attachments__file")
+        .order_by("created_at", "id")
+    )
+
+
+def message_get_in_conversation(*, conversation: Conversation, message_id: Any) -> Message | None:
+    """A message of this conversation (already checked to be the caller's), or None for any other id."""
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        return None
+    if not 0 < message_id < 2**63:
+        return None
+    return messages_of_conversation(conversation=conversation).filter(pk=message_id).first()

@@ -64,11 +64,12 @@ def conversation_history(conversation: Conversation) -> list[dict]:
 
 @transaction.atomic
 def conversation_message_send(
-    *, conversation: Conversation, user: User, content: str, uploads: Sequence[Any] = ()
+    *, conversation: Conversation, user: User, content: str, uploads: Sequence[Any] = (), api_key: Any = None
 ) -> tuple[Message, Message]:
     """Save the user's message (with its attached files) and a pending assistant message, and start the
     agent's run (enqueued on commit). One turn at a time per conversation. A refused file refuses the
-    whole message: nothing is saved."""
+    whole message: nothing is saved. Sent with an API key, the run is the key's (trigger `api`, counted
+    against the key's monthly quota: QuotaExceeded when it is used up)."""
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     content = (content or "").strip()
     if conversation.user_id != user.pk:
@@ -88,15 +89,16 @@ def conversation_message_send(
         from conversations.attachments import attachments_store
 
         attachments_store(message=user_message, uploads=uploads, user=user)
-    return user_message, _start_turn(conversation=conversation, user=user)
+    return user_message, _start_turn(conversation=conversation, user=user, api_key=api_key)
 
 
-def _start_turn(*, conversation: Conversation, user: User) -> Message:
+def _start_turn(*, conversation: Conversation, user: User, api_key: Any = None) -> Message:
     run = run_start(
         agent=conversation.agent,
         messages=conversation_history(conversation) or [{"role": "user", "content": ""}],
-        trigger=AgentRun.Trigger.CHAT,
+        trigger=AgentRun.Trigger.API if api_key is not None else AgentRun.Trigger.CHAT,
         user_email=user.email,
+        api_key=api_key,
         enqueue=False,
     )
     assistant = Message.objects.create(

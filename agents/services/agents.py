@@ -61,6 +61,61 @@ def agent_tool_add(
     )
 
 
+def agent_tools_set(*, agent: Agent, tools: list[dict]) -> list[AgentTool]:
+    """Replace the agent's tools with `tools` (dicts of tool, config, mcp_server, mcp_tool_name, enabled).
+    Errors are keyed `tools[<index>].<field>`; call inside a transaction, nothing is kept on error."""
+    errors: dict[str, list[str]] = {}
+    rows = []
+    for index, spec in enumerate(tools):
+        try:
+            config = agent_tool_validate(
+                agent=agent,
+                tool=spec.get("tool", ""),
+                config={} if spec.get("config") is None else spec["config"],
+                mcp_server=spec.get("mcp_server"),
+                mcp_tool_name=spec.get("mcp_tool_name", ""),
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                errors.setdefault(f"tools[{index}].{field}", []).extend(messages)
+            continue
+        rows.append(
+            AgentTool(
+                agent=agent,
+                tool=spec["tool"],
+                config=config,
+                mcp_server=spec.get("mcp_server"),
+                mcp_tool_name=spec.get("mcp_tool_name", ""),
+                enabled=spec.get("enabled", True),
+            )
+        )
+    keys = [(row.tool, row.mcp_server_id, row.mcp_tool_name) for row in rows]
+    if not errors and len(set(keys)) != len(keys):
+        errors["tools"] = ["Each tool can be enabled once per agent."]
+    if errors:
+        raise ValidationError(errors)
+    agent.tools.all().delete()
+    return AgentTool.objects.bulk_create(rows)
+
+
+def agent_sub_agents_set(*, agent: Agent, slugs: list[str]) -> None:
+    """Make exactly the agents `slugs` this agent's sub-agents (cycles and unknown slugs refused, under
+    `sub_agents`)."""
+    children = {child.slug: child for child in Agent.objects.filter(slug__in=slugs)}
+    missing = [slug for slug in dict.fromkeys(slugs) if slug not in children]
+    if missing:
+        raise ValidationError({"sub_agents": [f"No agent “{slug}” in this organisation." for slug in missing]})
+    agent.sub_agent_links.exclude(child__slug__in=slugs).delete()
+    linked = set(agent.sub_agent_links.values_list("child__slug", flat=True))
+    for slug in dict.fromkeys(slugs):
+        if slug in linked:
+            continue
+        try:
+            subagent_link_add(parent=agent, child=children[slug])
+        except ValidationError as exc:
+            raise ValidationError({"sub_agents": exc.message_dict.get("child", exc.messages)}) from None
+
+
 # --- sub-agents ---------------------------------------------------------------------------------------------
 def _descendants(agent_id: int) -> dict[int, list[int]]:
     """Map of every agent reachable from `agent_id` to the path leading to it."""
@@ -178,6 +233,55 @@ AGENT_FIELDS = (
     "max_steps",
     "run_timeout_s",
 )
+
+
+EDITABLE_FIELDS = (*AGENT_FIELDS, "chat_provider")
+
+
+def _agent_clean(agent: Agent) -> None:
+    try:
+        agent.full_clean()
+    except ValidationError as exc:
+        raise ValidationError(exc.message_dict) from None
+
+
+@transaction.atomic
+def agent_create(
+    *, slug: str, fields: dict[str, Any], tools: list[dict] | None = None, sub_agents: list[str] | None = None
+) -> Agent:
+    """A new draft agent (unpublished) with its tools and sub-agents. `fields` are EDITABLE_FIELDS
+    (`chat_provider` a ModelProvider or None). ValidationError keyed by field; nothing is saved on error."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not editable: {', '.join(sorted(unknown))}")
+    agent = Agent(slug=slug, **fields)
+    _agent_clean(agent)
+    agent.save()
+    agent_tools_set(agent=agent, tools=tools or [])
+    agent_sub_agents_set(agent=agent, slugs=sub_agents or [])
+    return agent
+
+
+@transaction.atomic
+def agent_update(
+    *, agent: Agent, fields: dict[str, Any], tools: list[dict] | None = None, sub_agents: list[str] | None = None
+) -> Agent:
+    """Change the draft: the given fields, and when given, the whole list of tools or sub-agents. The
+    published version is untouched until the next publish. ValidationError keyed by field; nothing is
+    saved on error."""
+    unknown = set(fields) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not editable: {', '.join(sorted(unknown))}")
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    for name, value in fields.items():
+        setattr(agent, name, value)
+    _agent_clean(agent)
+    agent.save()
+    if tools is not None:
+        agent_tools_set(agent=agent, tools=tools)
+    if sub_agents is not None:
+        agent_sub_agents_set(agent=agent, slugs=sub_agents)
+    return agent
 
 
 def agent_export(agent: Agent) -> dict:

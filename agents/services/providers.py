@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import ConnectionStatus, ModelProvider, ProviderKind
+from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, provider_probe
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,20 @@ def provider_save(*, provider: ModelProvider, api_key: str | None = None) -> Mod
     provider.full_clean()
     provider.save()
     return provider
+
+
+def provider_delete(*, provider: ModelProvider) -> None:
+    """Delete a provider nothing uses; one that agents or knowledge bases still use is refused (409),
+    naming them."""
+    users = [f"agent “{slug}”" for slug in provider.agents.values_list("slug", flat=True)[:5]]
+    users += [f"knowledge base “{slug}”" for slug in provider.knowledge_bases.values_list("slug", flat=True)[:5]]
+    if users:
+        raise ApplicationError(
+            f"{provider.name} is in use by {', '.join(users)}; point them at another provider first.",
+            code="in_use",
+            status=409,
+        )
+    provider.delete()
 
 
 def provider_config(provider: ModelProvider) -> ProviderConfig:
