@@ -75,6 +75,7 @@ class TenantAdmin(admin.ModelAdmin):
             max_users=data["max_users"],
             max_storage_bytes=data["max_storage_bytes"],
             monthly_token_budget=data["monthly_token_budget"],
+            api_requests_per_minute=data["api_requests_per_minute"],
         )
         admin_adopt(obj, tenant)
 

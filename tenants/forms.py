@@ -17,7 +17,14 @@ class TenantCreationForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["schema_name", "name", "max_users", "max_storage_bytes", "monthly_token_budget"]
+        fields = [
+            "schema_name",
+            "name",
+            "max_users",
+            "max_storage_bytes",
+            "monthly_token_budget",
+            "api_requests_per_minute",
+        ]
         labels = {"schema_name": "Slug"}
         help_texts = {
             "schema_name": "Lowercase letters, digits and hyphens. The tenant is served at <slug>.<base domain> "

@@ -52,6 +52,7 @@ def tenant_create(
     max_users: int | None = None,
     max_storage_bytes: int | None = None,
     monthly_token_budget: int | None = None,
+    api_requests_per_minute: int | None = None,
 ) -> Tenant:
     """Create a tenant: its schema (migrated), its domain `<slug>.<NEXENT_BASE_DOMAIN>`, its owner and its
     default model providers (the bundled local models unless LLM_* / EMBEDDING_* name others).
@@ -78,6 +79,7 @@ def tenant_create(
             "max_users": max_users,
             "max_storage_bytes": max_storage_bytes,
             "monthly_token_budget": monthly_token_budget,
+            "api_requests_per_minute": api_requests_per_minute,
         }.items()
         if value is not None
     }

@@ -29,6 +29,7 @@ def add_tenant(client: Client, **overrides: str) -> object:
         "max_users": "10",
         "max_storage_bytes": "1000",
         "monthly_token_budget": "5000",
+        "api_requests_per_minute": "120",
         **overrides,
     }
     return client.post("/admin/tenants/tenant/add/", data, **PLATFORM)
@@ -41,6 +42,7 @@ def test_platform_admin_creates_a_tenant_with_schema_domain_and_owner(staff_clie
     tenant = Tenant.objects.get(schema_name="viaadmin")
     assert schema_exists("viaadmin")
     assert tenant.get_primary_domain().domain == "viaadmin.localhost"
+    assert (tenant.monthly_token_budget, tenant.api_requests_per_minute) == (5000, 120)
     with tenant_context(tenant):
         assert User.objects.get().email == "owner@viaadmin.test"
 
