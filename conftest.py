@@ -272,7 +272,7 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
 
 @contextmanager
 def asgi_process(queue: str) -> Iterator[dict]:
-    """A real ASGI server process (daphne: HTTP and websockets) on the test database and Redis, enqueuing
+    """A real ASGI server process (uvicorn: HTTP and websockets) on the test database and Redis, enqueuing
     to `queue`; stopped on exit."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -283,12 +283,18 @@ def asgi_process(queue: str) -> Iterator[dict]:
         REDIS_URL=settings.REDIS_URL,
         NEXENT_PORT=str(port),
         CELERY_QUEUE=queue,
+        DATABASE_POOL="true",  # as in the Procfile
     )
-    log_path = Path(settings.DATA_DIR) / f"daphne-{port}.log"
+    log_path = Path(settings.DATA_DIR) / f"web-{port}.log"
     log_path.parent.mkdir(exist_ok=True)
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "nexent_site.asgi:application"],
+        # as the Procfile runs it, with one worker process
+        [
+            *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
+            *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets"),
+            *("--lifespan", "off", "--no-access-log"),
+        ],
         cwd=BASE_DIR,
         env=env,
         stdout=log_file,
@@ -302,7 +308,7 @@ def asgi_process(queue: str) -> Iterator[dict]:
                     break
             time.sleep(0.1)
         else:
-            raise RuntimeError(f"daphne did not start:\n{log_path.read_text()}")
+            raise RuntimeError(f"the web server did not start:\n{log_path.read_text()}")
         yield {
             "port": port,
             "url": lambda tenant: f"http://{host_of(tenant)}:{port}",
@@ -318,7 +324,7 @@ def asgi_process(queue: str) -> Iterator[dict]:
 
 @pytest.fixture(scope="session")
 def asgi_server(celery_worker: dict) -> Iterator[dict]:
-    """The real ASGI server (daphne: HTTP and websockets) on the test database, for browser and API tests."""
+    """The real ASGI server (uvicorn: HTTP and websockets) on the test database, for browser and API tests."""
     with asgi_process(celery_worker["queue"]) as server:
         yield server
 

@@ -129,7 +129,10 @@ class AgentSerializer(serializers.ModelSerializer):
     def get_draft(self, agent: Agent) -> dict | None:
         if not self.context.get("include_drafts"):
             return None
-        return AgentDraftSerializer(agent, context=self.context).data
+        if getattr(self, "_draft", None) is None:
+            # one draft serializer for the whole list: building a ModelSerializer's fields costs ~0.7 ms
+            self._draft = AgentDraftSerializer(context=self.context)
+        return self._draft.to_representation(agent)
 
 
 class AgentWriteSerializer(StrictModelSerializer):

@@ -9,7 +9,8 @@ Clients authenticate with an API key (`Authorization: Bearer nxk_…`); the tena
 is in the Host header, and a key of another tenant is unknown there. `tools/list` shows what the key's
 scopes allow, and calling anything else is refused. Each HTTP request counts against the key's rate limits.
 
-nexent_site/asgi.py routes /mcp to `mcp_application`. daphne runs no ASGI lifespan, so the SDK's session
+nexent_site/asgi.py routes /mcp to `mcp_application`. The web server runs no ASGI lifespan (Django has none; the
+Procfile says `--lifespan off`), so the SDK's session
 manager (whose task group hosts each request's server task) starts with the first request, once per event
 loop."""
 

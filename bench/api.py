@@ -2,8 +2,9 @@
 OpenAI-compatible chat completions endpoint.
 
 Starts (or reuses) the embedded PostgreSQL and Redis, a tenant `bench` with agents, conversations, knowledge
-bases and files to list, the real ASGI server (daphne, as in the Procfile) and a real Celery worker, and a
-local fake model (OpenAI-compatible HTTP/SSE) with a fixed latency. Requests carry an API key, so each one
+bases and files to list, the web server as the Procfile runs it (uvicorn, two worker processes, a database
+connection pool), a real Celery worker, and a local fake model (OpenAI-compatible HTTP/SSE) with a fixed
+latency. Requests carry an API key, so each one
 is authenticated, scope-checked and rate-limited in Redis as in production.
 
 Reported: requests per second served and p50/p95 latency of the list endpoints at a fixed arrival rate
@@ -29,7 +30,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import celery_worker, free_port, percentile, setup_django, stop_all  # noqa: E402
+from bench.common import celery_worker, free_port, percentile, setup_django, stop_all, web_server  # noqa: E402
 
 HOST = "bench.localhost"
 LIST_PATHS = [
@@ -188,18 +189,12 @@ def main() -> None:
         fake.next_reply = lambda body: reply
         key = prepare(fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
-        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port), ASGI_THREADS="32")
+        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
         processes += [
-            subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "nexent_site.asgi:application"],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            web_server(port=port, env=env),
             celery_worker(queue=queue, pool="threads", concurrency=16, env=env),
         ]
-        time.sleep(6)  # daphne and the worker start
+        time.sleep(6)  # the web server and the worker start
         print(f"nexent bench-api: list endpoints at {args.rate:.0f} requests/s for {args.seconds:.0f} s")
         print("  endpoints: " + ", ".join(LIST_PATHS))
         asyncio.run(open_loop(port, key, rate=20, seconds=2))  # warm-up, not measured

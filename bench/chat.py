@@ -1,9 +1,9 @@
 """`make bench-chat`: N concurrent chats over websockets against the whole platform.
 
-Starts (or reuses) the embedded PostgreSQL and Redis, a tenant `bench`, the real ASGI server (daphne) and
-a real Celery worker, and a local fake model (OpenAI-compatible HTTP/SSE) with a fixed first-token delay
-and token gap. Each client logs in (session cookie), opens `/ws/chat/<conversation>/`, sends a message and
-reads until `message_done`.
+Starts (or reuses) the embedded PostgreSQL and Redis, a tenant `bench`, the web server as the Procfile runs
+it (uvicorn, two processes), a real Celery worker, and a local fake model (OpenAI-compatible HTTP/SSE) with
+a fixed first-token delay and token gap. Each client logs in (session cookie), opens
+`/ws/chat/<conversation>/`, sends a message and reads until `message_done`.
 
 Reported: the time to first token *added by the platform* (client-measured first `text_delta` minus the
 same model's first token when called directly) at p50 and p99, delivered events per second, and lost,
@@ -27,7 +27,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import celery_worker, free_port, percentile, setup_django, stop_all  # noqa: E402
+from bench.common import celery_worker, free_port, percentile, setup_django, stop_all, web_server  # noqa: E402
 
 
 def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
@@ -173,31 +173,13 @@ def main() -> None:
 
         conversations, session = prepare(args.concurrency, fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
-        # as in the Procfile: 32 threads for the web process's database calls
-        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port), ASGI_THREADS="32")
+        env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
         threads = args.worker_threads or min(args.concurrency, 200)
         processes += [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "--websocket_connect_timeout",
-                    "30",
-                    "nexent_site.asgi:application",
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
+            web_server(port=port, env=env),
             celery_worker(queue=queue, pool=os.environ.get("BENCH_POOL", "threads"), concurrency=threads, env=env),
         ]
-        time.sleep(6)  # daphne and the worker start
+        time.sleep(6)  # the web server and the worker start
         print(
             f"nexent bench-chat: {args.concurrency} concurrent chats, {args.tokens} tokens each, "
             f"first token {args.first_token * 1000:.0f} ms, token gap {args.token_gap * 1000:.0f} ms, "

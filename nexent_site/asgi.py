@@ -1,4 +1,5 @@
-"""One ASGI application for HTTP and websockets, served by daphne on one port. HTTP requests to /mcp go to
+"""One ASGI application for HTTP and websockets, served by uvicorn (the Procfile; daphne for runserver) on one
+port. HTTP requests to /mcp go to
 the MCP server (api/mcp_server.py, with its own API-key and tenant middleware); everything else to Django."""
 
 import os

@@ -309,7 +309,7 @@ def _run_platform() -> int:
     port = os.environ.get("NEXENT_PORT", "8000")
     os.environ.setdefault("NEXENT_PORT", port)
     os.environ.setdefault("NEXENT_BIND", "127.0.0.1")
-    log("starting web (daphne, HTTP + websockets), Celery worker and Celery beat; Ctrl-C stops everything")
+    log("starting web (uvicorn, HTTP + websockets), Celery worker and Celery beat; Ctrl-C stops everything")
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     processes = ["web", "worker", "beat"]
     # The bundled local models are served only where no remote model is configured.

@@ -162,6 +162,16 @@ ASGI_APPLICATION = "nexent_site.asgi.application"
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/nexent")}
 DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
+if env.bool("DATABASE_POOL", default=False):
+    # The web process (Procfile): under ASGI every request runs in a thread of its own, so Django's
+    # persistent connections are never reused and each request would open a new connection (~5 ms).
+    # psycopg's pool keeps them across threads. Workers and commands keep plain connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=40),
+        "timeout": 20,
+    }
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

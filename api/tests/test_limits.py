@@ -1,5 +1,6 @@
-"""Rate limits and quotas, enforced in Redis across processes: two real daphne processes serve the API, and
-runs go through a real Celery worker. Only the model provider is faked (the local OpenAI-compatible server)."""
+"""Rate limits and quotas, enforced in Redis across processes: two real web server processes (uvicorn) serve
+the API, and runs go through a real Celery worker. Only the model provider is faked (the local
+OpenAI-compatible server)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The MCP server at /mcp/ as the `mcp` package's own client sees it: tools listed by the key's scopes,
-agents answering through their ask_<slug> tools, knowledge search, and refusals. Real daphne, PostgreSQL,
+agents answering through their ask_<slug> tools, knowledge search, and refusals. Real uvicorn, PostgreSQL,
 Redis and Celery worker; only the model provider (chat and embeddings) is faked (the local
 OpenAI-compatible test server).
 

@@ -1,5 +1,5 @@
 """The OpenAI-compatible API (/v1) as OpenAI's own Python client sees it: models, chat completions (whole
-and streamed), and errors in OpenAI's format. Real daphne, PostgreSQL, Redis and Celery worker; only the
+and streamed), and errors in OpenAI's format. Real uvicorn, PostgreSQL, Redis and Celery worker; only the
 agents' model provider is faked (the local OpenAI-compatible test server).
 
 `*.localhost` does not resolve on this machine, so the client connects to 127.0.0.1 and names the tenant

@@ -1,6 +1,6 @@
 """REST API of conversations and messages. Most tests use DRF's test client on the tenant's own domain, with
 real API keys, PostgreSQL and Redis; the end-to-end tests send messages over real HTTP to the real ASGI
-server (daphne) with a real Celery worker. Faked: only the external model provider (the local
+server (uvicorn) with a real Celery worker. Faked: only the external model provider (the local
 OpenAI-compatible server, `fake_llm`)."""
 
 from __future__ import annotations

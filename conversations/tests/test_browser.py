@@ -1,5 +1,5 @@
 """A person in a real browser: headless Chromium (Debian's package) driven by Playwright against the real
-ASGI server (daphne), a real Celery worker and Redis; the model is the local OpenAI-compatible test server."""
+ASGI server (uvicorn), a real Celery worker and Redis; the model is the local OpenAI-compatible test server."""
 
 import time
 from typing import Any

@@ -1,4 +1,4 @@
-"""The same chat flow as server-sent events, over real HTTP from the real ASGI server (daphne), with a
+"""The same chat flow as server-sent events, over real HTTP from the real ASGI server (uvicorn), with a
 real worker; the model is the local OpenAI-compatible test server."""
 
 import json
