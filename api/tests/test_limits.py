@@ -18,6 +18,7 @@ from agents.runtime.streams import redis_client
 from agents.services.runs import run_start
 from agents.services.usage import QuotaExceeded, usage_counter_key, usage_month_tokens
 from conftest import Committed, asgi_process, host_of
+from nexent_site.testing.fake_openai import Reply
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +105,29 @@ def test_the_monthly_token_budget_refuses_new_runs_with_429(
         committed.run(tenant_a, start)
     assert excinfo.value.status == 429 and excinfo.value.retry_after > 0
     assert f"{budget:,} tokens" in excinfo.value.message
+
+
+def test_a_key_whose_month_is_used_up_through_one_web_process_is_refused_by_the_other(
+    celery_worker: dict, committed: Committed, committed_key: Any, fake_llm: Any, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: a key allowed 5 tokens a month, and two web processes
+    published_agent(slug="metered", mode="chat")
+    fake_llm.script(Reply(content="An answer of more than five tokens, surely."))
+    raw = committed_key(tenant_a, scopes="chat", monthly_token_limit=5)
+    committed.on_teardown(tenant_a, lambda: UsageRecord.objects.filter(agent_slug="metered").delete())
+    body = {"model": "metered", "messages": [{"role": "user", "content": "hello"}]}
+    headers = {"Host": host_of(tenant_a), "Authorization": f"Bearer {raw}"}
+    with asgi_process(celery_worker["queue"]) as one, asgi_process(celery_worker["queue"]) as two:
+        # when: the first answer, through one process, uses the month's tokens
+        first = requests.post(
+            f"http://127.0.0.1:{one['port']}/v1/chat/completions", json=body, headers=headers, timeout=60
+        )
+        assert first.status_code == 200, first.text
+        assert first.json()["usage"]["total_tokens"] > 5
+        # then: the other process refuses the next one
+        second = requests.post(
+            f"http://127.0.0.1:{two['port']}/v1/chat/completions", json=body, headers=headers, timeout=60
+        )
+    assert second.status_code == 429
+    assert second.json()["error"]["type"] == "insufficient_quota"
+    assert int(second.headers["Retry-After"]) > 0
