@@ -82,10 +82,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="State")
     def state(self, obj: ApiKey) -> str:
         if obj.revoked_at:
-            return format_html('<strong style="color:#c62828">revoked</strong>')
+            return format_html('<strong style="color:{}">{}</strong>', "#c62828", "revoked")
         if obj.is_expired:
-            return format_html('<strong style="color:#b45309">expired</strong>')
-        return format_html('<strong style="color:#2e7d32">active</strong>')
+            return format_html('<strong style="color:{}">{}</strong>', "#b45309", "expired")
+        return format_html('<strong style="color:{}">{}</strong>', "#2e7d32", "active")
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
