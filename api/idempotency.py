@@ -52,13 +52,24 @@ def _owner(request: Request) -> str:
 
 
 def _claim(request: Request, key: str) -> tuple[IdempotentRequest, bool]:
-    owner, fingerprint = _owner(request), _fingerprint(request)
+    return idempotency_claim(
+        owner=_owner(request), key=key, method=request.method, path=request.path, fingerprint=_fingerprint(request)
+    )
+
+
+def idempotency_claim(
+    *, owner: str, key: str, method: str, path: str, fingerprint: str
+) -> tuple[IdempotentRequest, bool]:
+    """(record, True) for the first request with this key; (the finished record, False) for a retry of it.
+    ApplicationError 422 when the key was used for another request, 409 while the first is in progress."""
+    if not key or len(key) > 255:
+        raise ApplicationError(f"{HEADER} must be 1 to 255 characters.", code="invalid_idempotency_key")
     expired = timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_TTL_HOURS)
     IdempotentRequest.objects.filter(owner=owner, key=key, created_at__lt=expired).delete()
     try:
         with transaction.atomic():
             return IdempotentRequest.objects.create(
-                owner=owner, key=key, method=request.method, path=request.path[:500], fingerprint=fingerprint
+                owner=owner, key=key, method=method, path=path[:500], fingerprint=fingerprint
             ), True
     except IntegrityError:
         existing = IdempotentRequest.objects.get(owner=owner, key=key)
@@ -87,8 +98,6 @@ def idempotent(replay_stream: Callable[[Any, Request, IdempotentRequest], HttpRe
             key = request.headers.get(HEADER, "").strip()
             if not key:
                 return method(view, request, *args, **kwargs)
-            if len(key) > 255:
-                raise ApplicationError(f"{HEADER} is limited to 255 characters.", code="invalid_idempotency_key")
             record, fresh = _claim(request, key)
             if not fresh:
                 if record.run_id and record.response is None and replay_stream is not None:

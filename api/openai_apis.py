@@ -16,6 +16,7 @@ from api.agent_calls import agent_get_callable, agents_callable, run_wait
 from api.openai_compat import (
     OpenAIError,
     chat_completion_start,
+    chat_completion_start_once,
     chat_request_parse,
     completion_chunks,
     completion_object,
@@ -92,7 +93,18 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     tenant = request.tenant
     key = await run_in_tenant(tenant, lambda: openai_caller(tenant=tenant, headers=request.headers, scope=Scope.CHAT))
     chat = chat_request_parse(body=request.body, content_type=request.content_type)
-    run = await run_in_tenant(tenant, chat_completion_start, key=key, chat=chat)
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    if idempotency_key:
+        run = await run_in_tenant(
+            tenant,
+            chat_completion_start_once,
+            key=key,
+            chat=chat,
+            idempotency_key=idempotency_key,
+            body=request.body,
+        )
+    else:
+        run = await run_in_tenant(tenant, chat_completion_start, key=key, chat=chat)
     if chat.stream:
         response: HttpResponse = StreamingHttpResponse(
             completion_chunks(tenant=tenant, run=run, chat=chat), content_type="text/event-stream"

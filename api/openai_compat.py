@@ -13,6 +13,7 @@ naming the parameter, as is any parameter OpenAI's API does not have."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -27,7 +28,8 @@ from agents.models import Agent, AgentRun, RunStatus
 from agents.services.usage import QuotaExceeded
 from api.agent_calls import agent_call_start, agent_get_callable, run_follow
 from api.authentication import raw_key_from
-from api.models import ApiKey
+from api.idempotency import idempotency_claim
+from api.models import ApiKey, IdempotentRequest
 from api.services import KEY_PREFIX, apikey_authenticate, apikey_scopes
 from api.throttling import rate_limit_hit
 from nexent_site.errors import ApplicationError
@@ -359,6 +361,31 @@ def chat_completion_start(*, key: ApiKey, chat: ChatRequest) -> AgentRun:
     if agent is None:
         raise model_not_found(chat.model)
     return agent_call_start(key=key, agent=agent, messages=chat.messages, overrides=chat.overrides, end_user=chat.user)
+
+
+def chat_completion_start_once(*, key: ApiKey, chat: ChatRequest, idempotency_key: str, body: bytes) -> AgentRun:
+    """With an `Idempotency-Key`: the first request starts the run; a retry with the same key and body gets
+    that same run back (its answer, whole or streamed again from the start) instead of running twice."""
+    record, fresh = idempotency_claim(
+        owner=f"key:{key.pk}",
+        key=idempotency_key,
+        method="POST",
+        path="/v1/chat/completions",
+        fingerprint=hashlib.sha256(body).hexdigest(),
+    )
+    if not fresh:
+        run = AgentRun.objects.filter(pk=record.run_id).first()
+        if run is None:
+            raise OpenAIError("The run this Idempotency-Key started no longer exists.", status=410, code="gone")
+        return run
+    try:
+        run = chat_completion_start(key=key, chat=chat)
+    except BaseException:
+        record.delete()
+        raise
+    record.state, record.run_id, record.status_code = IdempotentRequest.State.DONE, run.pk, 200
+    record.save(update_fields=["state", "run_id", "status_code"])
+    return run
 
 
 # --- the answer ----------------------------------------------------------------------------------------

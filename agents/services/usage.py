@@ -39,7 +39,11 @@ def _next_month_start(now: datetime | None = None) -> datetime:
 
 def usage_counter_key(api_key_id: int | None = None) -> str:
     scope = f"key{api_key_id}" if api_key_id else "all"
-    return f"usage:tokens:{connection.schema_name}:{scope}:{_month_start():%Y%m}"
+    # The tenant's creation time tells a re-created tenant of the same name (whose key ids start again from
+    # 1) from the one before it, so it never inherits that one's counters.
+    created = getattr(getattr(connection, "tenant", None), "created_at", None)
+    generation = int(created.timestamp()) if created else 0
+    return f"usage:tokens:{connection.schema_name}:{generation}:{scope}:{_month_start():%Y%m}"
 
 
 def _tokens_from_records(api_key_id: int | None) -> int:

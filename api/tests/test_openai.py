@@ -383,3 +383,25 @@ def test_a_client_that_hangs_up_mid_stream_stops_the_run(
         assert time.monotonic() < deadline, "the run went on after the client left"
         time.sleep(0.2)
     assert run.status == RunStatus.CANCELLED
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_same_answer_without_a_second_run(
+    asgi_server: dict, committed_key: Any, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given
+    published_agent(slug="helper", mode="chat")
+    fake_llm.script(Reply(content="Only once."))
+    key = committed_key(tenant_a, scopes="chat")
+    body = {"model": "helper", "messages": [{"role": "user", "content": "hi"}]}
+    # when: the same request twice, then streamed, with one key
+    first = post_raw(asgi_server, tenant_a, key, body, **{"Idempotency-Key": "order-77"})
+    again = post_raw(asgi_server, tenant_a, key, body, **{"Idempotency-Key": "order-77"})
+    # then: one run, one model call, the same answer
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.headers["X-Nexent-Run-Id"] == again.headers["X-Nexent-Run-Id"]
+    assert again.json()["choices"][0]["message"]["content"] == "Only once."
+    assert len(fake_llm.chat_requests()) == 1
+    # and another request under the same key is refused, not run
+    other = post_raw(asgi_server, tenant_a, key, {**body, "temperature": 1}, **{"Idempotency-Key": "order-77"})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(fake_llm.chat_requests()) == 1
