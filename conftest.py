@@ -292,7 +292,7 @@ def asgi_process(queue: str) -> Iterator[dict]:
         # as the Procfile runs it, with one worker process
         [
             *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
-            *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets"),
+            *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"),
             *("--lifespan", "off", "--no-access-log"),
         ],
         cwd=BASE_DIR,

@@ -43,7 +43,7 @@ def web_server(*, port: int, env: dict[str, str], workers: int = 2) -> subproces
     """The web process as the Procfile runs it (uvicorn, HTTP + websockets), quiet."""
     command = [sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools"]
-    command += ["--ws", "websockets", "--lifespan", "off", "--log-level", "warning", "--no-access-log"]
+    command += ["--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning", "--no-access-log"]
     env = {"ASGI_THREADS": "32", "DATABASE_POOL": "true", **env}
     return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
