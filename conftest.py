@@ -114,6 +114,22 @@ def host_of(tenant: Any) -> str:
     return f"{tenant.schema_name}.{settings.NEXENT_BASE_DOMAIN}"
 
 
+def read_sse(response: Any) -> list[dict]:
+    """The events of a run's server-sent event stream (a streaming `requests` response), up to run_finished."""
+    import json
+
+    events, data = [], None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and data is not None:
+            events.append(data)
+            if data["type"] == "run_finished":
+                break
+            data = None
+    return events
+
+
 def tenant_socket(tenant: Any, path: str, cookie: str | None) -> Any:
     """A WebsocketCommunicator on the real ASGI application, as a browser on `tenant`'s domain opens it
     (with the session cookie when given)."""

@@ -5,7 +5,6 @@ OpenAI-compatible server, `fake_llm`)."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from agents.services.agents import agent_publish
 from agents.services.providers import provider_save
 from api.models import IdempotentRequest
 from api.tests.fixtures import api_client, key_for
-from conftest import PASSWORD, Committed, host_of, owner_email
+from conftest import PASSWORD, Committed, host_of, owner_email, read_sse
 from conversations.models import Conversation, Message
 from conversations.services import conversation_start
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply
@@ -351,17 +350,6 @@ def test_listing_takes_the_same_queries_however_many_rows(tenant_a: Tenant, api_
 
 
 # --- end to end: a real worker, the real ASGI server --------------------------------------------------------
-def read_sse(response: requests.Response) -> list[dict]:
-    events, data = [], None
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith("data: "):
-            data = json.loads(line[6:])
-        elif line == "" and data is not None:
-            events.append(data)
-            if data["type"] == "run_finished":
-                break
-            data = None
-    return events
 
 
 @pytest.fixture

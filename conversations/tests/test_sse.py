@@ -1,7 +1,6 @@
 """The same chat flow as server-sent events, over real HTTP from the real ASGI server (uvicorn), with a
 real worker; the model is the local OpenAI-compatible test server."""
 
-import json
 from typing import Any
 
 import pytest
@@ -9,26 +8,13 @@ import requests
 
 from accounts.models import User
 from agents.models import Agent
-from conftest import Committed, owner_email
+from conftest import Committed, owner_email, read_sse
 from conversations.models import Conversation
 from conversations.services import conversation_message_send, conversation_start
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
-
-
-def read_sse(response: requests.Response) -> list[dict]:
-    events, data = [], None
-    for line in response.iter_lines(decode_unicode=True):
-        if line.startswith("data: "):
-            data = json.loads(line[6:])
-        elif line == "" and data is not None:
-            events.append(data)
-            if data["type"] == "run_finished":
-                break
-            data = None
-    return events
 
 
 def test_a_turn_streams_as_server_sent_events_and_resumes(
