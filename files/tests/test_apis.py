@@ -221,3 +221,17 @@ def test_an_upload_retried_with_its_idempotency_key_is_stored_once(api_as: Any, 
     assert again.json()["id"] == first.json()["id"] and again["Idempotent-Replayed"] == "true"
     assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
     assert stored_count(tenant_a) == 1
+
+
+def test_an_idempotency_key_of_tenant_a_replays_nothing_on_tenant_b(
+    api_as: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    # given: tenant A stored a file under an idempotency key
+    key = {"HTTP_IDEMPOTENCY_KEY": "shared-key-1"}
+    on_a = api_as("files").post("/api/v1/files/", {"file": text_file()}, format="multipart", **key)
+    # when: tenant B sends the same request with the same key string
+    on_b = api_as("files", tenant=tenant_b).post("/api/v1/files/", {"file": text_file()}, format="multipart", **key)
+    # then: B's request runs in B's schema: a file of its own, not A's answer replayed
+    assert on_a.status_code == on_b.status_code == 201
+    assert on_b.json()["id"] != on_a.json()["id"] and "Idempotent-Replayed" not in on_b
+    assert stored_count(tenant_a) == 1 and stored_count(tenant_b) == 1
