@@ -18,6 +18,8 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.http import HttpResponseBase
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -25,6 +27,15 @@ from api.models import ApiKey, IdempotentRequest
 from nexent_site.errors import ApplicationError
 
 HEADER = "Idempotency-Key"
+# The header as the OpenAPI schema describes it, for every view that honours it.
+IDEMPOTENCY_KEY_PARAMETER = OpenApiParameter(
+    HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Up to 255 characters, one per request you mean to make once: a retry with the same key and "
+    "body gets the first answer instead of doing it twice",
+)
 
 
 def _fingerprint(request: Request) -> str:

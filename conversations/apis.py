@@ -20,7 +20,7 @@ from rest_framework.viewsets import GenericViewSet
 from agents.apis import EVENT_STREAM, SSE_DESCRIPTION, EventStreamNegotiation, event_stream_response, wants_event_stream
 from agents.models import AgentRun
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.idempotency import idempotent
+from api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from api.models import ApiKey, IdempotentRequest
 from api.scopes import Scope
 from conversations.models import Conversation, Message
@@ -172,13 +172,7 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericVi
         parameters=[
             CONVERSATION_ID,
             MessageSendQuerySerializer,
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                required=False,
-                description="Up to 255 characters, unique per request you mean to make once",
-            ),
+            IDEMPOTENCY_KEY_PARAMETER,
         ],
         request={"application/json": MessageSendSerializer, "multipart/form-data": MessageSendFilesSerializer},
         responses={

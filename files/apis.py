@@ -11,7 +11,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from api.idempotency import IDEMPOTENCY_KEY_PARAMETER as IDEMPOTENCY_KEY
 from api.idempotency import idempotent
 from api.permissions import request_scopes
 from api.scopes import Scope
@@ -21,12 +21,6 @@ from files.serializers import FileDetailSerializer, FileSerializer, FileUploadSe
 from files.services import file_delete, file_store
 from nexent_site.errors import ApplicationError
 
-IDEMPOTENCY_KEY = OpenApiParameter(
-    IDEMPOTENCY_HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    description="Send the same key again to get the first answer instead of storing the file twice",
-)
 ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 

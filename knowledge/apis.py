@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from api.idempotency import HEADER as IDEMPOTENCY_HEADER
+from api.idempotency import IDEMPOTENCY_KEY_PARAMETER as IDEMPOTENCY_KEY
 from api.idempotency import idempotent
 from api.scopes import Scope
 from knowledge.models import Document, KnowledgeBase
@@ -49,12 +49,6 @@ from knowledge.services.documents import (
 )
 from knowledge.services.search import SearchResult, knowledge_search
 
-IDEMPOTENCY_KEY = OpenApiParameter(
-    IDEMPOTENCY_HEADER,
-    str,
-    OpenApiParameter.HEADER,
-    description="Send the same key again to get the first answer instead of uploading twice",
-)
 KB_ID = OpenApiParameter("kb_id", int, OpenApiParameter.PATH, description="The knowledge base's id")
 ID = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
