@@ -16,6 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.filters import OrderingFilter
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -121,7 +122,9 @@ class AgentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericView
     serializer_class = AgentSerializer
     lookup_field = "slug"
     lookup_value_regex = "[-a-zA-Z0-9_]{1,50}"
-    filter_backends: list = []
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["name", "slug", "created_at", "updated_at"]
+    ordering = ["name", "slug"]
     parser_classes = [JSONParser]
     http_method_names = ["get", "post", "patch", "head"]
 
@@ -216,7 +219,9 @@ class ProviderViewSet(
     write_scope = Scope.ADMIN
     serializer_class = ProviderSerializer
     queryset = ModelProvider.objects.order_by("kind", "name")
-    filter_backends: list = []
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["name", "kind", "created_at"]
+    ordering = ["kind", "name"]
     parser_classes = [JSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head"]
 
@@ -278,7 +283,9 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericViewSe
     read_scope = Scope.CHAT
     write_scope = Scope.CHAT
     serializer_class = RunSerializer
-    filter_backends: list = []
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["created_at", "status", "duration_ms", "tokens_in", "tokens_out"]
+    ordering = ["-created_at"]
     parser_classes = [JSONParser]
     content_negotiation_class = EventStreamNegotiation
     http_method_names = ["get", "post", "head"]

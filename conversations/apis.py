@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.filters import OrderingFilter
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -76,7 +77,9 @@ class ConversationViewSet(
     read_scope = Scope.CHAT
     write_scope = Scope.CHAT
     serializer_class = ConversationSerializer
-    filter_backends: list = []
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["updated_at", "created_at", "title"]
+    ordering = ["-updated_at"]
     parser_classes = [JSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head"]
 
@@ -142,7 +145,9 @@ class MessageViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, GenericVi
     read_scope = Scope.CHAT
     write_scope = Scope.CHAT
     serializer_class = MessageSerializer
-    filter_backends: list = []
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["created_at", "id"]
+    ordering = ["created_at", "id"]
     parser_classes = [JSONParser, MultiPartParser]
     content_negotiation_class = EventStreamNegotiation
     http_method_names = ["get", "post", "head"]

@@ -456,3 +456,21 @@ def test_a_message_sent_with_stream_true_answers_with_server_sent_events(
         stream=True,
     ) as resumed:
         assert read_sse(resumed) == events[3:]
+
+
+def test_lists_are_ordered_as_asked(tenant_a: Tenant, api_as: Any) -> None:
+    # given
+    published(tenant_a)
+    chat = api_as("chat")
+    for title in ("Bravo", "Alpha", "Charlie"):
+        assert (
+            chat.post("/api/v1/conversations/", {"agent": "api-chat", "title": title}, format="json").status_code == 201
+        )
+    # when
+    by_title = chat.get("/api/v1/conversations/?ordering=title").json()["results"]
+    by_title_desc = chat.get("/api/v1/conversations/?ordering=-title").json()["results"]
+    newest_first = chat.get("/api/v1/conversations/").json()["results"]
+    # then
+    assert [c["title"] for c in by_title] == ["Alpha", "Bravo", "Charlie"]
+    assert [c["title"] for c in by_title_desc] == ["Charlie", "Bravo", "Alpha"]
+    assert [c["title"] for c in newest_first] == ["Charlie", "Alpha", "Bravo"]
