@@ -30,6 +30,8 @@ from django.conf import settings
 from django.db import connection, connections
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
+from nexent_site.devstack import WEB_ENV, web_server_command
+
 T = TypeVar("T")
 # Agent fixtures (the fake model provider, published agents) are used by several apps' tests.
 pytest_plugins = ["agents.tests.fixtures", "knowledge.tests.fixtures", "api.tests.fixtures"]
@@ -299,18 +301,13 @@ def asgi_process(queue: str) -> Iterator[dict]:
         REDIS_URL=settings.REDIS_URL,
         NEXENT_PORT=str(port),
         CELERY_QUEUE=queue,
-        DATABASE_POOL="true",  # as in the Procfile
+        **WEB_ENV,
     )
     log_path = Path(settings.DATA_DIR) / f"web-{port}.log"
     log_path.parent.mkdir(exist_ok=True)
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        # as the Procfile runs it, with one worker process
-        [
-            *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
-            *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio"),
-            *("--lifespan", "off", "--no-access-log"),
-        ],
+        web_server_command(port=port),  # as the Procfile runs it, with one worker process
         cwd=BASE_DIR,
         env=env,
         stdout=log_file,

