@@ -5,7 +5,7 @@ the MCP server (api/mcp_server.py, with its own API-key and tenant middleware); 
 import os
 from collections.abc import Callable
 
-from django.core.asgi import get_asgi_application
+from nexent_site.asgi_handler import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
 django_asgi_app = get_asgi_application()
