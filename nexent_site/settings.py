@@ -85,6 +85,10 @@ TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_URLCONF = "nexent_site.urls_public"
 ROOT_URLCONF = "nexent_site.urls_tenants"
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+# Set the connection's search_path once per schema switch, not before every statement (which doubled the
+# round trips). Safe with this django-tenants: a rollback, a savepoint rollback and closing the connection
+# (returning it to the pool) all make the next cursor set it again; tenants/tests/test_search_path.py checks.
+TENANT_LIMIT_SET_CALLS = env.bool("TENANT_LIMIT_SET_CALLS", default=True)
 DEFAULT_NOT_FOUND_TENANT_VIEW = "tenants.views.unknown_host"
 RESERVED_TENANT_SLUGS = env.list(
     "RESERVED_TENANT_SLUGS",
@@ -126,7 +130,7 @@ RESERVED_TENANT_SLUGS = env.list(
 
 MIDDLEWARE = [
     "nexent_site.health.HealthCheckMiddleware",
-    "django_tenants.middleware.main.TenantMainMiddleware",
+    "nexent_site.tenancy.TenantMiddleware",
     "tenants.middleware.SuspendedTenantMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
