@@ -61,7 +61,9 @@ def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[N
         tenant_suspend(tenant=Tenant.objects.get(schema_name="gamma"), reason="test fixture")
         # No organisation-wide request limit by default: a suite sends far more than a tenant would per minute.
         # The rate-limit tests set the limits they test.
-        Tenant.objects.update(api_requests_per_minute=0)
+        for tenant in Tenant.objects.all():
+            tenant.api_requests_per_minute = 0
+            tenant.save(update_fields=["api_requests_per_minute"])
         connection.set_schema_to_public()
     yield
     # Consumer threads run in contexts of their own and may keep a connection open; end them so the
@@ -88,6 +90,15 @@ def _fresh_channel_layers() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_tenant_lookups() -> Iterator[None]:
+    """Tenants a test created inside its rolled-back transaction must not stay in this process's host cache."""
+    from nexent_site.tenancy import tenants_changed
+
+    yield
+    tenants_changed()
 
 
 def _tenant(django_db_blocker: Any, slug: str) -> Any:

@@ -69,7 +69,8 @@ def prepare(model_url: str) -> str:
         slug="bench", name="Bench", owner_email="bench@bench.test", owner_password="Bench-Password-123"
     )
     # The benchmark measures latency, not the limits: no organisation-wide request limit for it.
-    Tenant.objects.filter(pk=tenant.pk).update(api_requests_per_minute=0, monthly_token_budget=0)
+    tenant.api_requests_per_minute, tenant.monthly_token_budget = 0, 0
+    tenant.save(update_fields=["api_requests_per_minute", "monthly_token_budget"])
     with tenant_context(tenant):
         user = User.objects.get(email="bench@bench.test")
         provider = ModelProvider.objects.filter(name="Bench model").first() or ModelProvider(name="Bench model")

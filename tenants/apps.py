@@ -6,4 +6,4 @@ class TenantsConfig(AppConfig):
     verbose_name = "Tenants"
 
     def ready(self) -> None:
-        from tenants import checks  # noqa: F401  (registers system checks)
+        from tenants import checks, signals  # noqa: F401  (registers system checks and signal receivers)

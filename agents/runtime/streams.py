@@ -9,11 +9,11 @@ import os
 import threading
 from collections.abc import Iterator
 
-import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from agents.runtime.events import TERMINAL_EVENT
+from nexent_site.redis_pool import redis_client
 
 
 def run_stream_key(schema_name: str, run_id: str) -> str:
@@ -26,23 +26,6 @@ def run_cancel_key(schema_name: str, run_id: str) -> str:
 
 def run_group_name(schema_name: str, run_id: str) -> str:
     return f"run.{schema_name}.{str(run_id).replace('-', '')}"
-
-
-_pools: dict[tuple[int, str], redis.ConnectionPool] = {}
-_pools_lock = threading.Lock()
-
-
-def redis_client() -> redis.Redis:
-    """A client on this process's shared connection pool (a new pool per run cost a TCP connect per
-    client). Safe to use from several threads; `close()` returns connections to the pool."""
-    key = (os.getpid(), settings.REDIS_URL)
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            pool = _pools[key] = redis.ConnectionPool.from_url(
-                settings.REDIS_URL, socket_timeout=10, max_connections=500
-            )
-    return redis.Redis(connection_pool=pool)
 
 
 class _LayerSender:

@@ -33,7 +33,12 @@ def fuzz_tenant(committed: Committed) -> Any:
         public,
         lambda: tenant_create(slug="fuzz", name="Fuzz", owner_email="owner@fuzz.test", owner_password=PASSWORD),
     )
-    committed.run(public, lambda: Tenant.objects.filter(pk=tenant.pk).update(api_requests_per_minute=0))
+
+    def unlimited() -> None:
+        tenant.api_requests_per_minute = 0
+        tenant.save(update_fields=["api_requests_per_minute"])
+
+    committed.run(public, unlimited)
     committed.on_teardown(public, lambda: tenant_delete(tenant=Tenant.objects.get(pk=tenant.pk)))
     return tenant
 

@@ -63,8 +63,10 @@ def test_limits_per_key_and_per_tenant_hold_across_two_web_processes(
         assert refused.json()["error"]["code"] == "rate_limited"
 
         # and the organisation's limit counts every key together
-        def set_tenant_limit(value: int) -> None:
-            Tenant.objects.filter(pk=tenant_a.pk).update(api_requests_per_minute=value)
+        def set_tenant_limit(value: int) -> None:  # as the platform admin does: saved, so every process sees it
+            tenant = Tenant.objects.get(pk=tenant_a.pk)
+            tenant.api_requests_per_minute = value
+            tenant.save(update_fields=["api_requests_per_minute"])
 
         committed.run(Tenant.objects.get(schema_name="public"), lambda: set_tenant_limit(12))
         committed.on_teardown(Tenant.objects.get(schema_name="public"), lambda: set_tenant_limit(0))
@@ -87,7 +89,9 @@ def test_the_monthly_token_budget_refuses_new_runs_with_429(
     budget = committed.run(tenant_a, used_so_far) + 1_000
 
     def set_budget(value: int) -> None:
-        Tenant.objects.filter(pk=tenant_a.pk).update(monthly_token_budget=value)
+        tenant = Tenant.objects.get(pk=tenant_a.pk)
+        tenant.monthly_token_budget = value
+        tenant.save(update_fields=["monthly_token_budget"])
 
     committed.run(public, lambda: set_budget(budget))
     committed.on_teardown(public, lambda: set_budget(5_000_000))
