@@ -78,7 +78,11 @@ def apikey_authenticate(raw: str) -> ApiKey:
     raw = (raw or "").strip()
     key = None
     if raw.startswith(KEY_PREFIX) and len(raw) < 200:
-        key = ApiKey.objects.select_related("user").filter(key_hash=_hash(raw)).first()
+        # get(), not first(): no ORDER BY to compile and run on the path of every API request
+        try:
+            key = ApiKey.objects.select_related("user").get(key_hash=_hash(raw))
+        except ApiKey.DoesNotExist:
+            key = None
     if key is None:
         raise ApplicationError("Invalid API key.", code="invalid_api_key", status=401)
     if key.revoked_at is not None:
