@@ -27,7 +27,15 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.common import celery_worker, free_port, percentile, setup_django, stop_all, web_server  # noqa: E402
+from bench.common import (  # noqa: E402
+    celery_worker,
+    cpu_check_us,
+    free_port,
+    percentile,
+    setup_django,
+    stop_all,
+    web_server,
+)
 
 
 def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
@@ -120,8 +128,12 @@ async def _client(port: int, conversation_id: str, session: str, results: list, 
                 marks["created"] = time.time() - sent_at
             elif frame["type"] == "run_started":
                 marks["worker_started"] = frame["ts"] - sent_at
+            elif frame["type"] == "step_started" and "model_called" not in marks:
+                marks["model_called"] = frame["ts"] - sent_at
             elif frame["type"] == "text_delta" and first_token is None:
                 first_token = time.perf_counter() - started
+                marks["token_published"] = frame["ts"] - sent_at
+                marks["token_received"] = time.time() - sent_at
             if "seq" in frame:
                 events.append(frame)
             if frame["type"] == "message_done":
@@ -186,6 +198,8 @@ def main() -> None:
             f"worker threads {threads}"
         )
         print(f"model called directly: first token after {baseline * 1000:.1f} ms (median)")
+        cpu_before = cpu_check_us()
+        print(f"CPU check: sum(range(1000)) in {cpu_before:.1f} µs (lower is faster; 8.9 µs on a fast run)")
         results: list = []
 
         timeout = 60 + args.first_token + args.tokens * args.token_gap * 4
@@ -210,6 +224,7 @@ def main() -> None:
             "duplicated_events": duplicated,
             "misrouted_events": misrouted,
             "failed_clients": len(failed),
+            "cpu_check_us": round(cpu_before, 1),
         }
         print(
             f"chats completed: {len(results) - len(failed)}/{args.concurrency} in {wall:.1f} s; "
@@ -224,6 +239,9 @@ def main() -> None:
         for mark, label in (
             ("created", "message saved, run enqueued (web)"),
             ("worker_started", "run started (worker)"),
+            ("model_called", "model called (worker)"),
+            ("token_published", "first token published (worker)"),
+            ("token_received", "first token received (client)"),
         ):
             values = [r["marks"][mark] * 1000 for r in results if mark in r["marks"]]
             if values:

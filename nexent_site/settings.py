@@ -162,7 +162,7 @@ TEMPLATES = [
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "nexent_site.asgi.application"
 # Requests per web process running Django code at once (the rest wait on the event loop): see asgi_handler.py.
-WEB_REQUEST_CONCURRENCY = env.int("WEB_REQUEST_CONCURRENCY", default=4)
+WEB_REQUEST_CONCURRENCY = env.int("WEB_REQUEST_CONCURRENCY", default=8)
 
 # --- Data stores --------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/nexent")}
