@@ -37,6 +37,8 @@ from bench.common import (  # noqa: E402
     web_server,
 )
 
+WARM_UP = 8  # chats before the measured ones
+
 
 def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
     """Tenant, user, agent and one conversation per client. Returns conversation ids and a session key."""
@@ -70,8 +72,8 @@ def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
         agent.chat_provider, agent.mode = provider, "chat"
         agent.save()
         agent_publish(agent=agent)
-        # one more for the warm-up chat, which is not measured
-        conversations = [str(conversation_start(user=user, agent=agent).pk) for _ in range(concurrency + 1)]
+        # and some for the warm-up chats, which are not measured
+        conversations = [str(conversation_start(user=user, agent=agent).pk) for _ in range(concurrency + WARM_UP)]
         store = SessionStore()
         store[SESSION_KEY], store[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
@@ -165,7 +167,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
-    parser.add_argument("--worker-threads", type=int, default=0, help="default: the concurrency, at most 200")
+    parser.add_argument("--worker-threads", type=int, default=0, help="default: the concurrency (at least 16, the Procfile's default; at most 200)")
     args = parser.parse_args()
 
     from nexent_site.devstack import start_services
@@ -186,7 +188,7 @@ def main() -> None:
         conversations, session = prepare(args.concurrency, fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
-        threads = args.worker_threads or min(args.concurrency, 200)
+        threads = args.worker_threads or min(max(args.concurrency, 16), 200)  # 16: the Procfile's default
         processes += [
             web_server(port=port, env=env),
             celery_worker(queue=queue, pool=os.environ.get("BENCH_POOL", "threads"), concurrency=threads, env=env),
@@ -203,8 +205,13 @@ def main() -> None:
         results: list = []
 
         timeout = 60 + args.first_token + args.tokens * args.token_gap * 4
-        warm_up, conversations = conversations[0], conversations[1:]
-        asyncio.run(client(port, warm_up, session, [], timeout))  # first requests warm both processes up
+        warm_up, conversations = conversations[:WARM_UP], conversations[WARM_UP:]
+
+        async def warm() -> None:  # pairs of chats, so that both web processes serve some before measuring
+            for index in range(0, WARM_UP, 2):
+                await asyncio.gather(*(client(port, c, session, [], timeout) for c in warm_up[index : index + 2]))
+
+        asyncio.run(warm())
 
         async def run_all() -> float:
             started = time.perf_counter()

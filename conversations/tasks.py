@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from agents.services.runs import run_execute
-from conversations.models import Message
+from conversations.models import Conversation, Message
 from conversations.services import (
     conversation_notify,
     conversation_title_ensure,
@@ -33,6 +33,17 @@ def chat_turn_execute(message_id: int) -> str | None:
         },
     )
     if message.status == Message.Status.COMPLETED and not conversation.title:
-        title = conversation_title_ensure(conversation=conversation)
-        conversation_notify(conversation_id=str(conversation.pk), payload={"type": "title", "title": title})
+        # a task of its own: the model call for the title must not keep this worker thread from the next turn
+        conversation_title_generate.delay(str(conversation.pk))
     return message.status
+
+
+@shared_task(name="conversations.tasks.conversation_title_generate", acks_late=True)
+def conversation_title_generate(conversation_id: str) -> str | None:
+    """After the first exchange: the title (from the chat model, else the first words), sent to open pages."""
+    conversation = Conversation.objects.select_related("agent").filter(pk=conversation_id).first()
+    if conversation is None or conversation.title:
+        return None
+    title = conversation_title_ensure(conversation=conversation)
+    conversation_notify(conversation_id=conversation_id, payload={"type": "title", "title": title})
+    return title

@@ -219,7 +219,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="nexent")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# The tenant is looked up again for every task so that a suspension takes effect at once.
+# tenant-schemas-celery's own tenant cache stays off: TenantTask caches the lookup until any tenant changes
+# (nexent_site.tenancy), so a suspension still stops the next task.
 CELERY_TASK_TENANT_CACHE_SECONDS = 0
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {

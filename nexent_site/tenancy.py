@@ -46,12 +46,12 @@ class TenantSuspendedError(Exception):
     """Raised when work is attempted for a suspended tenant."""
 
 
-# host -> tenant, per process. Valid while the platform-wide token in Redis is unchanged: every save or delete
-# of a tenant or a domain replaces the token (tenants_changed), so all processes see the change on their next
-# request. Without Redis nothing is cached.
+# host -> tenant and schema -> tenant, per process. Valid while the platform-wide token in Redis is
+# unchanged: every save or delete of a tenant or a domain replaces the token (tenants_changed), so all
+# processes see the change on their next request or task. Without Redis nothing is cached.
 TENANTS_TOKEN_KEY = "nexent:tenants:token"
-_host_cache: dict[str, tuple[bytes, Tenant | None]] = {}
-_HOST_CACHE_MAX = 10_000
+_tenant_cache: dict[tuple[str, str], tuple[bytes, Tenant | None]] = {}
+_TENANT_CACHE_MAX = 10_000
 
 
 def _tenants_token() -> bytes | None:
@@ -70,37 +70,53 @@ def _tenants_token() -> bytes | None:
 
 
 def tenants_changed() -> None:
-    """Forget every process's host -> tenant lookups (called on any tenant or domain change)."""
+    """Forget every process's cached tenant lookups (called on any tenant or domain change)."""
     from nexent_site.redis_pool import redis_client
 
-    _host_cache.clear()
+    _tenant_cache.clear()
     try:
         redis_client().set(TENANTS_TOKEN_KEY, uuid.uuid4().hex)
     except RedisError:
         logger.warning("Redis unavailable: other processes keep their tenant lookups until it is back")
 
 
+def _cached_tenant(kind: str, key: str, load: Callable[[], Tenant | None]) -> Tenant | None:
+    """`load()` (run in the public schema), or its cached result while tenants are unchanged. A copy of its own
+    for each caller: callers set attributes on it."""
+    token = _tenants_token()
+    cached = _tenant_cache.get((kind, key)) if token is not None else None
+    if cached is not None and cached[0] == token:
+        tenant = cached[1]
+    else:
+        with schema_context(get_public_schema_name()):
+            tenant = load()
+        if token is not None:
+            if len(_tenant_cache) >= _TENANT_CACHE_MAX:
+                _tenant_cache.clear()
+            _tenant_cache[(kind, key)] = (token, tenant)
+    return copy.copy(tenant) if tenant is not None else None
+
+
 def tenant_for_host(host: str) -> Tenant | None:
-    """The tenant serving `host` (a Host header value, port allowed), or None. A copy of its own for each
-    caller (callers set attributes on it). Read from the public schema, then cached until tenants change."""
+    """The tenant serving `host` (a Host header value, port allowed), or None."""
     from tenants.models import Domain
 
     hostname = remove_www(host.split(":")[0].strip().lower())
     if not hostname:
         return None
-    token = _tenants_token()
-    cached = _host_cache.get(hostname) if token is not None else None
-    if cached is not None and cached[0] == token:
-        tenant = cached[1]
-    else:
-        with schema_context(get_public_schema_name()):
-            domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
-        tenant = domain.tenant if domain else None
-        if token is not None:
-            if len(_host_cache) >= _HOST_CACHE_MAX:
-                _host_cache.clear()
-            _host_cache[hostname] = (token, tenant)
-    return copy.copy(tenant) if tenant is not None else None
+
+    def load() -> Tenant | None:
+        domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+        return domain.tenant if domain else None
+
+    return _cached_tenant("host", hostname, load)
+
+
+def tenant_for_schema(schema_name: str) -> Tenant | None:
+    """The tenant whose schema is `schema_name`, or None."""
+    from tenants.models import Tenant
+
+    return _cached_tenant("schema", schema_name, lambda: Tenant.objects.filter(schema_name=schema_name).first())
 
 
 class TenantMiddleware(TenantMainMiddleware):
@@ -163,6 +179,16 @@ class TenantTask(SchemaTenantTask):
     """Base class of every Nexent task: runs in the enqueuing tenant's schema, never for a suspended one."""
 
     abstract = True
+
+    @classmethod
+    def get_tenant_for_schema(cls, schema_name: str) -> Tenant:
+        """Cached like the web's host lookup; a suspension still stops the next task (tenants_changed)."""
+        from tenants.models import Tenant
+
+        tenant = tenant_for_schema(schema_name)
+        if tenant is None:
+            raise Tenant.DoesNotExist(f"no tenant with schema {schema_name!r}")
+        return tenant
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if connection.schema_name != get_public_schema_name():

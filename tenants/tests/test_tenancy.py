@@ -104,6 +104,29 @@ def test_a_worker_refuses_tasks_of_a_suspended_tenant(celery_worker: dict, suspe
 
 
 @pytest.mark.django_db
+def test_a_worker_that_ran_tasks_of_a_tenant_refuses_them_once_it_is_suspended(
+    celery_worker: dict, committed: Committed, tenant_a: Tenant
+) -> None:
+    """The worker caches tenant lookups: a suspension made here must still stop its very next task."""
+    from tenants.services import tenant_activate, tenant_suspend
+
+    public = Tenant.objects.get(schema_name="public")
+    with tenant_context(tenant_a):
+        assert tenant_probe.delay().get(timeout=30)["schema"] == "alpha"  # looked up, and cached
+
+    committed.on_teardown(public, lambda: tenant_activate(tenant=Tenant.objects.get(pk=tenant_a.pk)))
+    committed.run(public, lambda: tenant_suspend(tenant=Tenant.objects.get(pk=tenant_a.pk), reason="unpaid"))
+    with tenant_context(tenant_a):
+        refused = tenant_probe.delay()
+    with pytest.raises(Exception, match="suspended"):
+        refused.get(timeout=30)
+
+    committed.run(public, lambda: tenant_activate(tenant=Tenant.objects.get(pk=tenant_a.pk)))
+    with tenant_context(tenant_a):
+        assert tenant_probe.delay().get(timeout=30)["schema"] == "alpha"
+
+
+@pytest.mark.django_db
 def test_command_context_enters_the_tenant_and_refuses_bad_slugs(tenant_a: Tenant, suspended_tenant: Tenant) -> None:
     with tenant_command_context("alpha"):
         assert connection.schema_name == "alpha"
