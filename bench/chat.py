@@ -167,7 +167,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
-    parser.add_argument("--worker-threads", type=int, default=0, help="default: the concurrency (at least 16, the Procfile's default; at most 200)")
+    parser.add_argument(
+        "--worker-threads",
+        type=int,
+        default=0,
+        help="default: the concurrency (at least 16, the Procfile's default; at most 200)",
+    )
     args = parser.parse_args()
 
     from nexent_site.devstack import start_services
