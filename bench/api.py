@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     percentile,
     setup_django,
     stop_all,
+    wait_for_port,
     web_server,
 )
 
@@ -210,7 +211,8 @@ def main() -> None:
             web_server(port=port, env=env),
             celery_worker(queue=queue, pool="threads", concurrency=16, env=env),
         ]
-        time.sleep(6)  # the web server and the worker start
+        wait_for_port(port)
+        time.sleep(3)  # the worker starts
         cpu_before = cpu_check_us()
         print(f"nexent bench-api: list endpoints at {args.rate:.0f} requests/s for {args.seconds:.0f} s")
         print(f"  CPU check: sum(range(1000)) in {cpu_before:.1f} µs (lower is faster; 8.9 µs on a fast run)")

@@ -34,6 +34,7 @@ from bench.common import (  # noqa: E402
     percentile,
     setup_django,
     stop_all,
+    wait_for_port,
     web_server,
 )
 
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (default 1, as the Procfile)")
     parser.add_argument(
         "--worker-threads",
         type=int,
@@ -194,15 +196,18 @@ def main() -> None:
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
         threads = args.worker_threads or min(max(args.concurrency, 16), 200)  # 16: the Procfile's default
-        processes += [
-            web_server(port=port, env=env),
-            celery_worker(queue=queue, pool=os.environ.get("BENCH_POOL", "threads"), concurrency=threads, env=env),
-        ]
-        time.sleep(6)  # the web server and the worker start
+        pool = os.environ.get("BENCH_POOL", "threads")
+        processes.append(web_server(port=port, env=env))
+        for _ in range(args.workers):  # thread-pool processes share the threads; each has a GIL of its own
+            processes.append(
+                celery_worker(queue=queue, pool=pool, concurrency=max(threads // args.workers, 1), env=env)
+            )
+        wait_for_port(port)
+        time.sleep(3)  # the worker starts
         print(
             f"nexent bench-chat: {args.concurrency} concurrent chats, {args.tokens} tokens each, "
             f"first token {args.first_token * 1000:.0f} ms, token gap {args.token_gap * 1000:.0f} ms, "
-            f"worker threads {threads}"
+            f"worker threads {threads} in {args.workers} process(es)"
         )
         print(f"model called directly: first token after {baseline * 1000:.1f} ms (median)")
         cpu_before = cpu_check_us()
