@@ -30,7 +30,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
-from nexent_site.devstack import WEB_ENV, web_server_command
+from nexent_site.devstack import WEB_ENV, wait_for_port, web_server_command
 
 T = TypeVar("T")
 # Agent fixtures (the fake model provider, published agents) are used by several apps' tests.
@@ -325,14 +325,10 @@ def asgi_process(queue: str) -> Iterator[dict]:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"the web server did not start:\n{log_path.read_text()}")
+        try:
+            wait_for_port(port, 30, "the web server")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{log_path.read_text()}") from None
         yield {
             "port": port,
             "url": lambda tenant: f"http://{host_of(tenant)}:{port}",

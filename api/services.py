@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from datetime import datetime, timedelta
@@ -79,10 +80,8 @@ def apikey_authenticate(raw: str) -> ApiKey:
     key = None
     if raw.startswith(KEY_PREFIX) and len(raw) < 200:
         # get(), not first(): no ORDER BY to compile and run on the path of every API request
-        try:
+        with contextlib.suppress(ApiKey.DoesNotExist):
             key = ApiKey.objects.select_related("user").get(key_hash=_hash(raw))
-        except ApiKey.DoesNotExist:
-            key = None
     if key is None:
         raise ApplicationError("Invalid API key.", code="invalid_api_key", status=401)
     if key.revoked_at is not None:

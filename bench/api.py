@@ -37,7 +37,6 @@ from bench.common import (  # noqa: E402
     percentile,
     setup_django,
     stop_all,
-    wait_for_port,
     web_server,
 )
 
@@ -192,7 +191,7 @@ def main() -> None:
     parser.add_argument("--model-latency", type=float, default=0.2, help="the fake model's first-token delay (s)")
     args = parser.parse_args()
 
-    from nexent_site.devstack import start_services
+    from nexent_site.devstack import start_services, wait_for_port
 
     services = start_services(redis_db=3)
     processes: list[subprocess.Popen] = []
@@ -211,7 +210,7 @@ def main() -> None:
             web_server(port=port, env=env),
             celery_worker(queue=queue, pool="threads", concurrency=16, env=env),
         ]
-        wait_for_port(port)
+        wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts
         cpu_before = cpu_check_us()
         print(f"nexent bench-api: list endpoints at {args.rate:.0f} requests/s for {args.seconds:.0f} s")

@@ -34,7 +34,6 @@ from bench.common import (  # noqa: E402
     percentile,
     setup_django,
     stop_all,
-    wait_for_port,
     web_server,
 )
 
@@ -177,7 +176,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from nexent_site.devstack import start_services
+    from nexent_site.devstack import start_services, wait_for_port
 
     services = start_services(redis_db=2)
     processes: list[subprocess.Popen] = []
@@ -202,7 +201,7 @@ def main() -> None:
             processes.append(
                 celery_worker(queue=queue, pool=pool, concurrency=max(threads // args.workers, 1), env=env)
             )
-        wait_for_port(port)
+        wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts
         print(
             f"nexent bench-chat: {args.concurrency} concurrent chats, {args.tokens} tokens each, "

@@ -73,7 +73,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _wait_for_port(port: int, timeout: float, what: str) -> None:
+def wait_for_port(port: int, timeout: float, what: str) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`; RuntimeError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -255,7 +256,7 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
         )
         self.portfile.write_text(str(self.port))
-        _wait_for_port(self.port, 15, "Redis")
+        wait_for_port(self.port, 15, "Redis")
         self.started_here = True
 
     def url(self, db: int = 0) -> str:
