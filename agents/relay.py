@@ -42,8 +42,9 @@ class RunRelayMixin:
         if event["seq"] <= last:
             return
         if event["seq"] > last + 1 and getattr(self, "_relay_schema", None):
-            # The channel layer dropped something (channels-redis does so silently when a channel is over
-            # capacity): fill the gap from the run's Redis stream, so the client still sees every event once.
+            # The channel layer lost something (Redis pub/sub delivers nothing to a subscriber connection while
+            # it is dropped and re-established): fill the gap from the run's Redis stream, so the client still
+            # sees every event once.
             missing = await database_sync_to_async(run_events_since)(self._relay_schema, run_id, last)
             for earlier in missing:
                 if earlier["seq"] >= event["seq"]:

@@ -5,7 +5,7 @@ enqueues; the worker runs the agent (see conversations.tasks)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +17,7 @@ from agents.models import Agent, AgentRun, RunStatus, RunStep
 from agents.runtime.streams import layer_sender
 from agents.services.providers import provider_config, provider_default
 from agents.services.runs import run_cancel, run_start
-from conversations.models import Citation, Conversation, Message, MessageUnit
+from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import client_for
 
@@ -39,6 +39,9 @@ EVENT_TO_UNIT = {
 }
 
 
+TITLE_PROMPT = "Write a title of at most six words for this conversation. Reply with the title only."
+
+
 def conversation_group_name(schema_name: str, conversation_id: str) -> str:
     return f"chat.{schema_name}.{str(conversation_id).replace('-', '')}"
 
@@ -51,15 +54,32 @@ def conversation_start(*, user: User, agent: Agent, title: str = "") -> Conversa
 
 def conversation_history(conversation: Conversation) -> list[dict]:
     """The turns the agent gets: completed messages, user messages with their attachments' text."""
+    turns = conversation.messages.filter(status=Message.Status.COMPLETED).prefetch_related("attachments__file")
+    return _history(turns.order_by("created_at", "id"))
+
+
+def _history(messages: Iterable[Message]) -> list[dict]:
+    """`messages` (in order, attachments prefetched) as the agent gets them: the completed ones, user messages
+    with their attachments' text."""
     from conversations.attachments import message_text_for_agent
 
-    turns = conversation.messages.filter(status=Message.Status.COMPLETED).prefetch_related("attachments__file")
     history = []
-    for message in turns.order_by("created_at", "id"):
+    for message in messages:
+        if message.status != Message.Status.COMPLETED:
+            continue
         content = message_text_for_agent(message) if message.role == Message.Role.USER else message.content
         if content:
             history.append({"role": message.role, "content": content})
     return history
+
+
+def _conversation_lock(conversation: Conversation) -> Conversation:
+    """The conversation, locked for this transaction (one turn at a time), with its agent's published version."""
+    return (
+        Conversation.objects.select_for_update(of=("self",))
+        .select_related("agent__published_version")
+        .get(pk=conversation.pk)
+    )
 
 
 @transaction.atomic
@@ -70,7 +90,7 @@ def conversation_message_send(
     agent's run (enqueued on commit). One turn at a time per conversation. A refused file refuses the
     whole message: nothing is saved. Sent with an API key, the run is the key's (trigger `api`, counted
     against the key's monthly quota: QuotaExceeded when it is used up)."""
-    conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    conversation = _conversation_lock(conversation)
     content = (content or "").strip()
     if conversation.user_id != user.pk:
         raise ApplicationError("Conversation not found.", code="not_found", status=404)
@@ -82,20 +102,34 @@ def conversation_message_send(
         raise ApplicationError(
             f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long"
         )
-    if conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]).exists():
+    # One query for both the "one turn at a time" check and the history the agent gets.
+    messages = list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments__file"))
+    if any(message.is_active for message in messages):
         raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    unread = any(a.status == Attachment.Status.PENDING for message in messages for a in message.attachments.all())
+    history = _history(messages)
     if uploads:
-        from conversations.attachments import attachments_store
+        from conversations.attachments import attachments_store, message_text_for_agent
 
         attachments_store(message=user_message, uploads=uploads, user=user)
-    return user_message, _start_turn(conversation=conversation, user=user, api_key=api_key)
+        history.append({"role": "user", "content": message_text_for_agent(user_message)})
+        unread = True
+    else:
+        history.append({"role": "user", "content": content})
+    return user_message, _start_turn(
+        conversation=conversation, user=user, history=history, api_key=api_key, attachments=unread
+    )
 
 
-def _start_turn(*, conversation: Conversation, user: User, api_key: Any = None) -> Message:
+def _start_turn(
+    *, conversation: Conversation, user: User, history: list[dict], api_key: Any = None, attachments: bool = True
+) -> Message:
+    """The run and the pending assistant message of a turn, the worker's task enqueued on commit.
+    `attachments`: whether the conversation has files the worker must read before the agent runs."""
     run = run_start(
         agent=conversation.agent,
-        messages=conversation_history(conversation) or [{"role": "user", "content": ""}],
+        messages=history or [{"role": "user", "content": ""}],
         trigger=AgentRun.Trigger.API if api_key is not None else AgentRun.Trigger.CHAT,
         user_email=user.email,
         api_key=api_key,
@@ -110,7 +144,7 @@ def _start_turn(*, conversation: Conversation, user: User, api_key: Any = None) 
     timeout = run.spec["run_timeout_s"]
     transaction.on_commit(
         lambda: chat_turn_execute.apply_async(
-            args=[assistant.pk], soft_time_limit=timeout + 15, time_limit=timeout + 60
+            args=[assistant.pk, attachments], soft_time_limit=timeout + 15, time_limit=timeout + 60
         )
     )
     return assistant
@@ -128,7 +162,7 @@ def message_regenerate(*, message: Message, user: User) -> Message:
     if conversation.archived:
         raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
     message.delete()
-    return _start_turn(conversation=conversation, user=user)
+    return _start_turn(conversation=conversation, user=user, history=conversation_history(conversation))
 
 
 def message_stop(*, message: Message) -> Message:
@@ -233,11 +267,7 @@ def conversation_title_ensure(*, conversation: Conversation) -> str:
             response = client_for(config).chat.completions.create(
                 model=config.model,
                 messages=[
-                    {
-                        "role": "system",
-                        "content": "Write a title of at most six words for this conversation. "
-                        "Reply with the title only.",
-                    },
+                    {"role": "system", "content": TITLE_PROMPT},
                     {"role": "user", "content": first.content[:2000]},
                 ],
                 max_tokens=20,

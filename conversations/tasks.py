@@ -12,15 +12,19 @@ from conversations.services import (
 
 
 @shared_task(name="conversations.tasks.chat_turn_execute", acks_late=True)
-def chat_turn_execute(message_id: int) -> str | None:
+def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
-    deliver twice: the run executes once, and finalizing is idempotent."""
-    message = Message.objects.select_related("conversation").filter(pk=message_id).first()
+    deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
+    message came without files, so there is nothing to read first."""
+    message = (
+        Message.objects.select_related("conversation", "run__agent", "run__version").filter(pk=message_id).first()
+    )
     if message is None or message.run_id is None:
         return None
     message_mark_streaming(message=message)
-    turn_attachments_read(message=message)
-    run_execute(run_id=str(message.run_id))
+    if attachments and turn_attachments_read(message=message):
+        message.run.refresh_from_db(fields=["input"])
+    run_execute(run_id=str(message.run_id), run=message.run)
     message = message_finalize(message=Message.objects.get(pk=message_id))
     conversation = message.conversation
     conversation_notify(

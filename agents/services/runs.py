@@ -3,7 +3,9 @@
 What callers may rely on:
 - a run is executed at most once; a run whose worker died is marked failed, never left "running";
 - every run ends with a `run_finished` event, after which the stored AgentRun is the source of truth;
-- `seq` increases by one per event, and the events are in the run's Redis stream for reconnects.
+- `seq` increases by one per event, and the events are in the run's Redis stream for reconnects; the
+  stored steps (RunStep, every event but text deltas) are written in batches, at most STEP_FLUSH_S behind
+  the stream, all of them but `run_finished` before the run's row says it finished, and that one with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent, AgentRun, McpServer, ModelProvider, ProviderKind, RunStatus, RunStep
@@ -26,7 +29,7 @@ from agents.runtime.limits import ProviderSlot, provider_slots_key
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
-from agents.services.providers import provider_config, provider_default
+from agents.services.providers import provider_config
 from agents.services.usage import usage_quota_check, usage_record
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
@@ -35,6 +38,9 @@ from nexent_site.integrations.openai_compat import ProviderConfig
 logger = logging.getLogger(__name__)
 QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
 CANCEL_CHECK_INTERVAL_S = 0.2
+# Stored steps are written in batches, off the path to the model's first token; a live reader gets events
+# from the run's Redis stream, the steps are its durable trace.
+STEP_FLUSH_S = 1.0
 ROLES = ("system", "user", "assistant")
 RUN_OVERRIDES = ("temperature", "max_tokens")
 
@@ -143,6 +149,7 @@ def _publish_finished(run: AgentRun, status: str, error: str) -> None:
 
 
 def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
+    """The chat providers the spec names, and the tenant's default one as "default" (one query)."""
     ids: set[int] = set()
 
     def walk(node: dict) -> None:
@@ -152,10 +159,13 @@ def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
             walk(child)
 
     walk(spec)
-    configs = {str(p.pk): provider_config(p) for p in ModelProvider.objects.filter(pk__in=ids, kind=ProviderKind.CHAT)}
-    default = provider_default(ProviderKind.CHAT)
-    if default is not None:
-        configs["default"] = provider_config(default)
+    configs: dict[str, ProviderConfig] = {}
+    for provider in ModelProvider.objects.filter(Q(pk__in=ids) | Q(is_default=True), kind=ProviderKind.CHAT):
+        config = provider_config(provider)
+        if provider.pk in ids:
+            configs[str(provider.pk)] = config
+        if provider.is_default:
+            configs["default"] = config
     return configs
 
 
@@ -192,6 +202,8 @@ class _RunRecorder:
         self.first_token_ms: int | None = None
         self._next_cancel_check = 0.0
         self.stopping = True  # no stop checks until the run is under way
+        self._steps: list[RunStep] = []
+        self._flush_at = self.started + STEP_FLUSH_S
 
     def check_stop(self) -> None:
         now = time.monotonic()
@@ -211,23 +223,40 @@ class _RunRecorder:
             self.first_token_ms = int((time.monotonic() - self.started) * 1000)
         self.publisher.publish(event)
         if event_type in STORED_EVENT_TYPES:
-            RunStep.objects.create(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data)
+            self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data))
+        if self._steps and time.monotonic() >= self._flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the stored steps emitted since the last flush, in one statement."""
+        steps, self._steps = self._steps, []
+        self._flush_at = time.monotonic() + STEP_FLUSH_S
+        if steps:
+            RunStep.objects.bulk_create(steps)
 
     def close(self) -> None:
-        self.publisher.close()
-        self.redis.close()
+        try:
+            self.flush()
+        finally:
+            self.publisher.close()
+            self.redis.close()
 
 
-def run_execute(*, run_id: str) -> AgentRun | None:
-    """Execute a queued run in this worker. Safe to call twice: only a queued run is executed."""
-    claimed = AgentRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=timezone.now()
-    )
-    run = AgentRun.objects.select_related("agent").filter(pk=run_id).first()
+def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
+    """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
+    given already loaded (with its agent and version); it is claimed the same way."""
+    if run is None:
+        run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
         logger.warning("run %s does not exist in schema %s", run_id, connection.schema_name)
         return None
+    started_at = timezone.now()
+    deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
+    claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
+    )
     if not claimed:
+        run.refresh_from_db()
         if run.status == RunStatus.RUNNING:
             # Redelivered after the worker executing it died: agent runs are not replayed (tools may have
             # side effects), the run is closed with the reason instead.
@@ -235,8 +264,7 @@ def run_execute(*, run_id: str) -> AgentRun | None:
             _publish_finished(run, RunStatus.FAILED, run.error)
         return run
 
-    run.deadline_at = run.started_at + timedelta(seconds=run.spec["run_timeout_s"])
-    run.save(update_fields=["deadline_at"])
+    run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
     recorder = _RunRecorder(run)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
@@ -287,6 +315,7 @@ def run_execute(*, run_id: str) -> AgentRun | None:
         run.ttft_ms = recorder.first_token_ms
         run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
         run.last_seq = recorder.seq + 1
+        recorder.flush()
         _finish(run, status, error)
         usage_record(run=run)
         recorder.emit(EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms})

@@ -14,7 +14,10 @@ from nexent_site.testing.fake_openai import FakeOpenAI
 
 @pytest.fixture(scope="session")
 def fake_llm_server() -> Iterator[FakeOpenAI]:
+    from conversations.services import TITLE_PROMPT
+
     server = FakeOpenAI().start()
+    server.title_prompt = TITLE_PROMPT
     yield server
     server.stop()
 

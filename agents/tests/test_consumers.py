@@ -143,8 +143,8 @@ def test_the_playground_runs_the_draft_through_a_worker(
 async def test_events_dropped_by_the_channel_layer_are_filled_from_the_stream(
     committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
 ) -> None:
-    """channels-redis drops group messages silently over capacity; the relay notices the gap in `seq` and
-    fills it from the run's Redis stream."""
+    """Redis pub/sub loses what is published while a subscriber connection is being re-established; the relay
+    notices the gap in `seq` and fills it from the run's Redis stream."""
     import json
 
     from asgiref.sync import sync_to_async

@@ -64,7 +64,7 @@ async def test_a_message_streams_and_is_stored_with_its_units(
     fake_llm.script(
         Reply(content="Computing.", tool_calls=[ToolCallSpec("calculator", {"expression": "2+3"})]),
         Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "**5**"})]),
-        Reply(content="Adding numbers"),  # the generated title
+        Reply(content="Adding numbers", title=True),
     )
     communicator = socket(tenant_a, conversation.pk, cookie)
     assert (await communicator.connect())[0]

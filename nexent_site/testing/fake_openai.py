@@ -43,6 +43,7 @@ class Reply:
     token_gap_s: float | None = None  # between streamed chunks (default: the server's)
     malformed: bool = False  # a 200 whose body is not valid JSON / SSE
     fail_after_chunks: int | None = None  # streaming: drop the connection after this many chunks
+    title: bool = False  # for a conversation-title request (see FakeOpenAI.title_prompt), not for a turn
 
 
 def _words(text: str) -> list[str]:
@@ -293,6 +294,9 @@ class FakeOpenAI:
         self.embedding_requests: list[list[str]] = []
         self.requests: list[dict] = []
         self._replies: deque[Reply] = deque()
+        # Title requests come from a background task after a turn, at a time no test controls (one of the
+        # previous test may arrive during the next): they get only replies scripted with `title=True`.
+        self.title_prompt: str | None = None
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -333,10 +337,19 @@ class FakeOpenAI:
     def chat_requests(self) -> list[dict]:
         return [r["body"] for r in self.requests if r["path"].endswith("/chat/completions")]
 
+    def _is_title_request(self, body: dict) -> bool:
+        messages = body.get("messages") or [{}]
+        return bool(self.title_prompt) and messages[0].get("role") == "system" and (
+            messages[0].get("content") == self.title_prompt
+        )
+
     def next_reply(self, body: dict) -> Reply:
+        title = self._is_title_request(body)
         with self._lock:
-            if self._replies:
-                return self._replies.popleft()
+            for reply in self._replies:
+                if reply.title == title:
+                    self._replies.remove(reply)
+                    return reply
         last_user = next((m for m in reversed(body.get("messages", [])) if m.get("role") == "user"), {"content": ""})
         content = last_user.get("content")
         if isinstance(content, list):
