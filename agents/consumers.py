@@ -9,19 +9,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
 from agents.relay import RunRelayMixin
 from agents.selectors import run_get_for_user
 from agents.services.runs import run_cancel
 from nexent_site.tenancy import run_in_tenant
-from nexent_site.websockets import LenientJsonMixin
+from nexent_site.websockets import JsonConsumer
 
 WS_CLOSE_UNAUTHENTICATED = 4401
 WS_CLOSE_NOT_FOUND = 4404
 
 
-class RunEventsConsumer(LenientJsonMixin, RunRelayMixin, AsyncJsonWebsocketConsumer):
+class RunEventsConsumer(RunRelayMixin, JsonConsumer):
     async def connect(self) -> None:
         user, self.tenant = self.scope["user"], self.scope["tenant"]
         if not user.is_authenticated:

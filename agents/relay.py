@@ -17,7 +17,7 @@ from agents.runtime.streams import run_events_since, run_group_name, run_stream_
 
 
 class RunRelayMixin:
-    """For AsyncJsonWebsocketConsumer subclasses. Call `relay_run` for each run the client follows."""
+    """For JsonConsumer subclasses. Call `relay_run` for each run the client follows."""
 
     async def relay_run(self, schema_name: str, run_id: str, after: int = 0) -> list[dict]:
         if not hasattr(self, "_run_seqs"):

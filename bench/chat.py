@@ -1,15 +1,23 @@
 """`make bench-chat`: N concurrent chats over websockets against the whole platform.
 
-Starts (or reuses) the embedded PostgreSQL and Redis, a tenant `bench`, the web server as the Procfile runs
-it (uvicorn, two processes), a real Celery worker, and a local fake model (OpenAI-compatible HTTP/SSE) with
-a fixed first-token delay and token gap. Each client logs in (session cookie), opens
-`/ws/chat/<conversation>/`, sends a message and reads until `message_done`.
+Starts (or reuses) the embedded PostgreSQL and Redis, a tenant `bench`, the web server as the Procfile runs it
+(uvicorn, two processes), a real Celery worker, and a local fake model (OpenAI-compatible HTTP/SSE) with a
+fixed first-token delay and token gap. Clients log in (session cookie) and chat on `/ws/chat/<conversation>/`:
+send a message, read until `message_done`.
 
-Reported: the time to first token *added by the platform* (client-measured first `text_delta` minus the
-same model's first token when called directly) at p50 and p99, delivered events per second, and lost,
-duplicated and misrouted events (checked against each run's stored event stream). Last line: JSON.
+Two load shapes, each compared with the same model called directly in the same shape:
+- steady (the headline figures): N clients stay connected and chat turn after turn (`--turns`, a short pause
+  of up to `--think` seconds between turns), starting at random moments within one answer's length, so that
+  about N chats stream at any moment and new turns arrive among them;
+- burst: N connected clients send in the same instant.
 
-    python bench/chat.py [--concurrency 50] [--tokens 40] [--token-gap 0.05] [--first-token 0.2]
+Reported per shape: the time to first token *added by the platform* (client-measured first `text_delta` minus
+the model's own first token, called directly in the same shape) at p50 and p99, with where it goes; delivered
+events per second; and lost, duplicated and misrouted events over every turn (checked against each run's
+stored stream). Last line: JSON.
+
+    python bench/chat.py [--concurrency 50] [--turns 4] [--think 0.2] [--tokens 40] [--token-gap 0.05]
+                         [--first-token 0.2] [--workers 1] [--worker-threads N]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -29,6 +38,7 @@ sys.path.insert(0, str(BASE_DIR))
 
 from bench.common import (  # noqa: E402
     celery_worker,
+    cpu_by_role,
     cpu_check_us,
     free_port,
     percentile,
@@ -40,8 +50,8 @@ from bench.common import (  # noqa: E402
 WARM_UP = 8  # chats before the measured ones
 
 
-def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
-    """Tenant, user, agent and one conversation per client. Returns conversation ids and a session key."""
+def prepare(count: int, model_url: str) -> tuple[list[str], str]:
+    """Tenant, user, agent and `count` conversations. Returns the conversation ids and a session key."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
     from django.core.management import call_command
@@ -72,8 +82,7 @@ def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
         agent.chat_provider, agent.mode = provider, "chat"
         agent.save()
         agent_publish(agent=agent)
-        # and some for the warm-up chats, which are not measured
-        conversations = [str(conversation_start(user=user, agent=agent).pk) for _ in range(concurrency + WARM_UP)]
+        conversations = [str(conversation_start(user=user, agent=agent).pk) for _ in range(count)]
         store = SessionStore()
         store[SESSION_KEY], store[BACKEND_SESSION_KEY] = str(user.pk), "django.contrib.auth.backends.ModelBackend"
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
@@ -81,47 +90,86 @@ def prepare(concurrency: int, model_url: str) -> tuple[list[str], str]:
         return conversations, store.session_key
 
 
-def direct_ttft(base_url: str, samples: int = 10) -> float:
-    """The fake model's own first-token time, called directly with the OpenAI client."""
+async def direct_ttfts(base_url: str, shape: Shape) -> list[float]:
+    """The fake model's own first-token times, called directly with the OpenAI client in the given shape."""
     import openai
 
-    client = openai.OpenAI(base_url=base_url, api_key="x")
-    times = []
-    for _ in range(samples):
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+
+    async def one() -> float:
         started = time.perf_counter()
-        stream = client.chat.completions.create(model="fake", messages=[{"role": "user", "content": "hi"}], stream=True)
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                times.append(time.perf_counter() - started)
-                break
-        stream.close()
-    return statistics.median(times)
+        stream = await client.chat.completions.create(
+            model="fake", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        first = None
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - started
+        return first if first is not None else float("nan")
 
-
-async def client(port: int, conversation_id: str, session: str, results: list, timeout: float) -> None:
+    times: list[float] = []
     try:
-        await _client(port, conversation_id, session, results, timeout)
-    except Exception as exc:  # counted and reported; one failed client does not stop the others
-        results.append({"run_id": None, "ttft": None, "events": [], "marks": {}, "error": f"{type(exc).__name__}"})
+        await shape.drive([None] * shape.clients, lambda _socket: one(), times.append)
+    finally:
+        await client.close()
+    return times
 
 
-async def _client(port: int, conversation_id: str, session: str, results: list, timeout: float) -> None:
+class Shape:
+    """How turns arrive. steady: each client waits a random part of one answer's length, then takes `turns`
+    turns with a pause of up to `think` seconds after each; burst: every client's one turn at once."""
+
+    def __init__(self, name: str, clients: int, turns: int, think: float, spread: float) -> None:
+        self.name, self.clients, self.turns, self.think, self.spread = name, clients, turns, think, spread
+        self.rng = random.Random(7)  # the same arrival pattern for the platform and the direct baseline
+
+    async def drive(self, sockets: list, take_turn, record) -> None:
+        if self.name == "burst":
+            start = asyncio.Event()
+
+            async def once(sock) -> None:
+                await start.wait()
+                record(await take_turn(sock))
+
+            tasks = [asyncio.ensure_future(once(sock)) for sock in sockets]
+            await asyncio.sleep(0.05)
+            start.set()
+            await asyncio.gather(*tasks)
+            return
+        plans = [
+            (self.rng.uniform(0, self.spread), [self.rng.uniform(0, self.think) for _ in range(self.turns)])
+            for _ in sockets
+        ]
+
+        async def chat(sock, offset: float, pauses: list[float]) -> None:
+            await asyncio.sleep(offset)
+            for pause in pauses:
+                record(await take_turn(sock))
+                await asyncio.sleep(pause)
+
+        await asyncio.gather(*(chat(sock, *plan) for sock, plan in zip(sockets, plans, strict=True)))
+
+
+async def connect(port: int, conversation_id: str, session: str):
     import websockets
 
-    uri = f"ws://bench.localhost:{port}/ws/chat/{conversation_id}/"
-    headers = {"Cookie": f"nexent_session={session}"}
-    async with websockets.connect(
-        uri,
+    return await websockets.connect(
+        f"ws://bench.localhost:{port}/ws/chat/{conversation_id}/",
         host="127.0.0.1",
         port=port,
         origin=f"http://bench.localhost:{port}",
-        additional_headers=headers,
+        additional_headers={"Cookie": f"nexent_session={session}"},
         max_size=2**22,
         open_timeout=60,
-    ) as ws:
-        started, sent_at = time.perf_counter(), time.time()
+    )
+
+
+async def take_turn(ws, timeout: float) -> dict:
+    """Send one message and read until the stored message comes back. Failures are counted, not raised."""
+    started, sent_at = time.perf_counter(), time.time()
+    first_token, run_id, events, marks = None, None, [], {}
+    try:
         await ws.send(json.dumps({"type": "send", "content": "benchmark question"}))
-        first_token, run_id, events, marks = None, None, [], {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             frame = json.loads(await asyncio.wait_for(ws.recv(), timeout=timeout))
@@ -136,11 +184,24 @@ async def _client(port: int, conversation_id: str, session: str, results: list, 
                 first_token = time.perf_counter() - started
                 marks["token_published"] = frame["ts"] - sent_at
                 marks["token_received"] = time.time() - sent_at
+            elif frame["type"] == "error":
+                raise RuntimeError(frame.get("code"))
             if "seq" in frame:
                 events.append(frame)
             if frame["type"] == "message_done":
                 break
-        results.append({"run_id": run_id, "ttft": first_token, "events": events, "marks": marks})
+        else:
+            raise TimeoutError
+    except Exception as exc:  # one failed turn does not stop the others
+        return {"run_id": run_id, "ttft": None, "events": events, "marks": marks, "error": type(exc).__name__}
+    return {
+        "run_id": run_id,
+        "ttft": first_token,
+        "events": events,
+        "marks": marks,
+        "sent": sent_at,
+        "done": time.time(),
+    }
 
 
 def check(results: list) -> tuple[int, int, int, int]:
@@ -161,9 +222,58 @@ def check(results: list) -> tuple[int, int, int, int]:
     return delivered, lost, duplicated, misrouted
 
 
+def summarise(name: str, results: list, baseline: list[float], wall: float, cpu: dict[str, float]) -> dict:
+    """Print one shape's figures; return them."""
+    direct = statistics.median(t for t in baseline if t == t)
+    added = [(r["ttft"] - direct) * 1000 for r in results if r["ttft"] is not None]
+    failed = [r["error"] for r in results if r.get("error")]
+    delivered, lost, duplicated, misrouted = check(results)
+    finished = [r for r in results if "done" in r]
+    in_flight = sum(r["done"] - r["sent"] for r in finished) / wall if finished else 0
+    figures = {
+        "p50": round(percentile(added, 0.5), 1) if added else None,
+        "p99": round(percentile(added, 0.99), 1) if added else None,
+        "events_per_s": round(delivered / wall, 1),
+        "lost": lost,
+        "duplicated": duplicated,
+        "misrouted": misrouted,
+        "failed": len(failed),
+        "turns": len(results),
+        "in_flight": round(in_flight, 1),
+    }
+    done = len(results) - len(failed)
+    print(f"{name}: {done}/{len(results)} turns in {wall:.1f} s, {in_flight:.1f} chats streaming on average")
+    if failed:
+        print(f"  turns that failed: {len(failed)} ({', '.join(sorted(set(failed)))})")
+    print(f"  model called directly in the same shape: first token after {direct * 1000:.1f} ms (median)")
+    print(f"  time to first token added by the platform: p50 {figures['p50']} ms, p99 {figures['p99']} ms")
+    for mark, label in (
+        ("created", "message saved, run enqueued (web)"),
+        ("worker_started", "run started (worker)"),
+        ("model_called", "model called (worker)"),
+        ("token_published", "first token published (worker)"),
+        ("token_received", "first token received (client)"),
+    ):
+        values = [r["marks"][mark] * 1000 for r in results if mark in r["marks"]]
+        if values:
+            print(f"    {label}: p50 {percentile(values, 0.5):.1f} ms after sending")
+    print(
+        f"  CPU used (of {2 * wall:.1f} core-seconds on 2 cores): "
+        + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in cpu.items())
+        + f"; per turn {sum(cpu.values()) / max(len(results), 1) * 1000:.0f} ms"
+    )
+    print(
+        f"  events delivered: {delivered} ({figures['events_per_s']}/s); lost {lost}, duplicated {duplicated}, "
+        f"misrouted {misrouted}"
+    )
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=4, help="turns per client in the steady shape")
+    parser.add_argument("--think", type=float, default=0.2, help="longest pause between a client's turns (s)")
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
@@ -172,7 +282,7 @@ def main() -> None:
         "--worker-threads",
         type=int,
         default=0,
-        help="default: the concurrency (at least 16, the Procfile's default; at most 200)",
+        help="default: the concurrency + 16 (at most 200)",
     )
     args = parser.parse_args()
 
@@ -189,12 +299,20 @@ def main() -> None:
         answer = " ".join(f"tok{i}" for i in range(args.tokens))
         reply = Reply(content=answer, delay_s=args.first_token)
         fake.next_reply = lambda body: reply  # every request streams the same answer
-        baseline = direct_ttft(fake.base_url)
+        n = args.concurrency
+        answer_s = args.first_token + args.tokens * args.token_gap
+        shapes = {
+            "steady": lambda: Shape("steady", n, args.turns, args.think, answer_s),
+            "burst": lambda: Shape("burst", n, 1, 0, 0),
+        }
+        baselines = {name: asyncio.run(direct_ttfts(fake.base_url, make())) for name, make in shapes.items()}
 
-        conversations, session = prepare(args.concurrency, fake.base_url)
+        conversations, session = prepare(WARM_UP + 2 * n, fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
-        threads = args.worker_threads or min(max(args.concurrency, 16), 200)  # 16: the Procfile's default
+        # a turn holds a worker thread for its whole answer: one per chat, and 16 (the Procfile's default) for
+        # the conversations' title tasks and a margin
+        threads = args.worker_threads or min(n + 16, 200)
         pool = os.environ.get("BENCH_POOL", "threads")
         processes.append(web_server(port=port, env=env))
         for _ in range(args.workers):  # thread-pool processes share the threads; each has a GIL of its own
@@ -204,69 +322,57 @@ def main() -> None:
         wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts
         print(
-            f"nexent bench-chat: {args.concurrency} concurrent chats, {args.tokens} tokens each, "
-            f"first token {args.first_token * 1000:.0f} ms, token gap {args.token_gap * 1000:.0f} ms, "
-            f"worker threads {threads} in {args.workers} process(es)"
+            f"nexent bench-chat: {n} concurrent chats, {args.tokens} tokens each, first token "
+            f"{args.first_token * 1000:.0f} ms, token gap {args.token_gap * 1000:.0f} ms, worker threads {threads} in "
+            f"{args.workers} process(es); steady: {args.turns} turns per chat, pauses up to {args.think * 1000:.0f} ms"
         )
-        print(f"model called directly: first token after {baseline * 1000:.1f} ms (median)")
         cpu_before = cpu_check_us()
         print(f"CPU check: sum(range(1000)) in {cpu_before:.1f} µs (lower is faster; 8.9 µs on a fast run)")
-        results: list = []
-
-        timeout = 60 + args.first_token + args.tokens * args.token_gap * 4
-        warm_up, conversations = conversations[:WARM_UP], conversations[WARM_UP:]
-
-        async def warm() -> None:  # pairs of chats, so that both web processes serve some before measuring
-            for index in range(0, WARM_UP, 2):
-                await asyncio.gather(*(client(port, c, session, [], timeout) for c in warm_up[index : index + 2]))
-
-        asyncio.run(warm())
-
-        async def run_all() -> float:
-            started = time.perf_counter()
-            await asyncio.gather(*(client(port, c, session, results, timeout) for c in conversations))
-            return time.perf_counter() - started
-
-        wall = asyncio.run(run_all())
-        added = [(r["ttft"] - baseline) * 1000 for r in results if r["ttft"] is not None]
-        failed = [r["error"] for r in results if r.get("error")]
-        delivered, lost, duplicated, misrouted = check(results)
-        figures = {
-            "concurrency": args.concurrency,
-            "added_ttft_p50_ms": round(percentile(added, 0.5), 1) if added else None,
-            "added_ttft_p99_ms": round(percentile(added, 0.99), 1) if added else None,
-            "events_per_s": round(delivered / wall, 1),
-            "lost_events": lost,
-            "duplicated_events": duplicated,
-            "misrouted_events": misrouted,
-            "failed_clients": len(failed),
-            "cpu_check_us": round(cpu_before, 1),
-        }
-        print(
-            f"chats completed: {len(results) - len(failed)}/{args.concurrency} in {wall:.1f} s; "
-            f"without a first token: {args.concurrency - len(added)}"
+        timeout = 60 + answer_s * 4
+        warm_up, steady_ids, burst_ids = (
+            conversations[:WARM_UP],
+            conversations[WARM_UP : WARM_UP + n],
+            conversations[WARM_UP + n :],
         )
-        if failed:
-            print(f"clients that failed: {len(failed)} ({', '.join(sorted(set(failed)))})")
+
+        async def run(ids: list[str], shape: Shape, results: list) -> float:
+            sockets = await asyncio.gather(*(connect(port, c, session) for c in ids))
+            try:
+                started = time.perf_counter()
+                await shape.drive(sockets, lambda ws: take_turn(ws, timeout), results.append)
+                return time.perf_counter() - started
+            finally:
+                await asyncio.gather(*(ws.close() for ws in sockets))
+
+        for index in range(0, WARM_UP, 2):  # pairs of chats, so that both web processes serve some first
+            asyncio.run(run(warm_up[index : index + 2], Shape("burst", 2, 1, 0, 0), []))
+        figures = {}
+        for name, ids in (("steady", steady_ids), ("burst", burst_ids)):
+            results: list = []
+            before = cpu_by_role()
+            wall = asyncio.run(run(ids, shapes[name](), results))
+            cpu = {role: seconds - before[role] for role, seconds in cpu_by_role().items()}
+            figures[name] = summarise(name, results, baselines[name], wall, cpu)
+        steady, burst = figures["steady"], figures["burst"]
         print(
-            f"time to first token added by the platform: p50 {figures['added_ttft_p50_ms']} ms, "
-            f"p99 {figures['added_ttft_p99_ms']} ms"
+            json.dumps(
+                {
+                    "concurrency": n,
+                    "added_ttft_p50_ms": steady["p50"],
+                    "added_ttft_p99_ms": steady["p99"],
+                    "events_per_s": steady["events_per_s"],
+                    "lost_events": steady["lost"] + burst["lost"],
+                    "duplicated_events": steady["duplicated"] + burst["duplicated"],
+                    "misrouted_events": steady["misrouted"] + burst["misrouted"],
+                    "failed_turns": steady["failed"] + burst["failed"],
+                    "turns": steady["turns"] + burst["turns"],
+                    "chats_streaming": steady["in_flight"],
+                    "burst_added_ttft_p50_ms": burst["p50"],
+                    "burst_added_ttft_p99_ms": burst["p99"],
+                    "cpu_check_us": round(cpu_before, 1),
+                }
+            )
         )
-        for mark, label in (
-            ("created", "message saved, run enqueued (web)"),
-            ("worker_started", "run started (worker)"),
-            ("model_called", "model called (worker)"),
-            ("token_published", "first token published (worker)"),
-            ("token_received", "first token received (client)"),
-        ):
-            values = [r["marks"][mark] * 1000 for r in results if mark in r["marks"]]
-            if values:
-                print(f"  {label}: p50 {percentile(values, 0.5):.1f} ms after sending")
-        print(
-            f"events delivered: {delivered} ({figures['events_per_s']}/s); lost {lost}, duplicated {duplicated}, "
-            f"misrouted {misrouted}"
-        )
-        print(json.dumps(figures))
     finally:
         stop_all(processes)
         if fake is not None:

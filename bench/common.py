@@ -35,6 +35,34 @@ def cpu_check_us() -> float:
     return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
 
 
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by each kind of process on this machine, with their child processes: the web
+    server, the Celery worker, PostgreSQL, Redis, and this benchmark (its clients and the fake model). Take two
+    and subtract."""
+    import psutil
+
+    roles = {"web": "uvicorn", "worker": "celery", "postgres": "postgres", "redis": "redis"}
+    totals = dict.fromkeys([*roles, "bench"], 0.0)
+    counted: set[int] = set()
+    for process in psutil.process_iter(["pid", "name", "cmdline"]):
+        command = " ".join(process.info["cmdline"] or [process.info["name"] or ""])
+        role = "bench" if process.info["pid"] == os.getpid() else None
+        role = role or next((role for role, word in roles.items() if word in command), None)
+        if role is None or process.info["pid"] in counted:
+            continue
+        family = [process] if role == "bench" else [process, *process.children(recursive=True)]
+        for member in family:
+            if member.pid in counted:
+                continue
+            counted.add(member.pid)
+            try:
+                times = member.cpu_times()
+            except psutil.Error:
+                continue
+            totals[role] += times.user + times.system
+    return totals
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

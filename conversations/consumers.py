@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.template.loader import render_to_string
 
 from agents.relay import RunRelayMixin
@@ -27,13 +26,13 @@ from conversations.services import (
 )
 from nexent_site.errors import ApplicationError
 from nexent_site.tenancy import run_in_tenant
-from nexent_site.websockets import LenientJsonMixin
+from nexent_site.websockets import JsonConsumer
 
 WS_CLOSE_UNAUTHENTICATED = 4401
 WS_CLOSE_NOT_FOUND = 4404
 
 
-class ChatConsumer(LenientJsonMixin, RunRelayMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(RunRelayMixin, JsonConsumer):
     async def connect(self) -> None:
         self.user, self.tenant = self.scope["user"], self.scope["tenant"]
         if not self.user.is_authenticated:

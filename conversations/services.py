@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.models import Agent, AgentRun, RunStatus, RunStep
-from agents.runtime.streams import layer_sender
+from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_default
 from agents.services.runs import run_cancel, run_start
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
@@ -284,7 +284,7 @@ def conversation_title_ensure(*, conversation: Conversation) -> str:
 
 def conversation_notify(*, conversation_id: str, payload: dict) -> None:
     """Tell the conversation's open pages something changed (message done, title set)."""
-    layer_sender.group_send(
+    group_send_sync(
         conversation_group_name(connection.schema_name, conversation_id), {"type": "chat.notice", "payload": payload}
     )
 

@@ -16,9 +16,7 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
     message came without files, so there is nothing to read first."""
-    message = (
-        Message.objects.select_related("conversation", "run__agent", "run__version").filter(pk=message_id).first()
-    )
+    message = Message.objects.select_related("conversation", "run__agent", "run__version").filter(pk=message_id).first()
     if message is None or message.run_id is None:
         return None
     message_mark_streaming(message=message)

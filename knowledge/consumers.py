@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
 from knowledge.progress import knowledge_base_group
 from knowledge.selectors import knowledge_base_documents_state, knowledge_base_get_for_staff
 from nexent_site.tenancy import run_in_tenant
-from nexent_site.websockets import LenientJsonMixin
+from nexent_site.websockets import JsonConsumer
 
 WS_CLOSE_FORBIDDEN = 4403
 
 
-class KnowledgeProgressConsumer(LenientJsonMixin, AsyncJsonWebsocketConsumer):
+class KnowledgeProgressConsumer(JsonConsumer):
     group: str | None = None
 
     async def connect(self) -> None:

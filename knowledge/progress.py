@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from agents.runtime.streams import layer_sender
+from agents.runtime.streams import group_send_sync
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def document_progress_publish(document: Any) -> None:
 
     def send() -> None:
         try:
-            layer_sender.group_send(group, message, timeout=2)
+            group_send_sync(group, message)
         except Exception:
             logger.warning("could not publish progress of document %s", document.pk, exc_info=True)
 

@@ -37,7 +37,7 @@ def web_server_command(*, port: int, workers: int = 1) -> list[str]:
     return [
         *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
         *("--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools"),
-        *("--ws", "websockets-sansio", "--lifespan", "off", "--no-access-log"),
+        *("--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log"),
     ]
 
 

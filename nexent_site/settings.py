@@ -178,6 +178,10 @@ if env.bool("DATABASE_POOL", default=False):
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=40),
         "timeout": 20,
     }
+# Celery worker threads keep their connection between tasks for this many seconds (0: a new connection per
+# task, which cost 5-10 ms before each chat turn's first query). Bounded by the worker's concurrency; see
+# nexent_site/celery.py.
+WORKER_DATABASE_CONN_MAX_AGE = env.int("WORKER_DATABASE_CONN_MAX_AGE", default=300)
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,11 +1,9 @@
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
-from nexent_site.websockets import LenientJsonMixin
+from nexent_site.websockets import JsonConsumer
 
 
-class SessionStatusConsumer(LenientJsonMixin, AsyncJsonWebsocketConsumer):
+class SessionStatusConsumer(JsonConsumer):
     """`/ws/status/`: tells a page which tenant and user its socket belongs to, and answers pings.
 
     Pages use it to check that live updates work before they depend on them.

@@ -3,14 +3,14 @@ channel-layer group (for live subscribers). Keys and group names carry the tenan
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import threading
+import time
 from collections.abc import Iterator
 
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from agents.runtime.events import TERMINAL_EVENT
 from nexent_site.redis_pool import redis_client
@@ -28,49 +28,50 @@ def run_group_name(schema_name: str, run_id: str) -> str:
     return f"run.{schema_name}.{str(run_id).replace('-', '')}"
 
 
-class _LayerSender:
-    """One event loop per worker process, in its own thread, for every group_send of the process.
+def group_message(group: str, message: dict) -> tuple[str, bytes]:
+    """The Redis channel and payload by which the channel layer delivers `message` to `group`'s consumers.
 
-    `async_to_sync(group_send)` from a worker thread starts a new loop, and channels-redis a new
-    connection pool, for every single event; this keeps one of each alive."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        self._pid = 0
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():  # a forked child needs its own loop
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="channel-layer-sender", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
-
-    def group_send(self, group: str, message: dict, timeout: float = 10) -> None:
-        layer = get_channel_layer()
-        asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._ensure_loop()).result(timeout)
+    channels-redis's pub/sub layer (CHANNEL_LAYERS) sends a group message as one PUBLISH of the serialized
+    message on "<prefix>__group__<group>" (`RedisPubSubLoopLayer.group_send`). Sent from synchronous code with
+    our own Redis client, in a pipeline with the run stream's XADD, it costs one round trip and needs no event
+    loop: the worker used to hand every event to a loop thread and wait for it, a hand-off that queued on the
+    GIL behind the worker's other threads."""
+    layer = get_channel_layer()
+    if not isinstance(layer, RedisPubSubChannelLayer):
+        raise ImproperlyConfigured("CHANNEL_LAYERS must use channels_redis.pubsub.RedisPubSubChannelLayer")
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__{group}", layer.serialize(message)
 
 
-layer_sender = _LayerSender()
+def group_send_sync(group: str, message: dict) -> None:
+    """`channel_layer.group_send` for synchronous code (workers, services)."""
+    channel, payload = group_message(group, message)
+    redis_client().publish(channel, payload)
 
 
 class RunEventPublisher:
-    """Appends each event to the run's Redis stream, then sends it to the run's group."""
+    """Appends each event to the run's Redis stream and sends it to the run's group, in one round trip: the
+    event is in the stream before any consumer receives it."""
+
+    EXPIRY_REFRESH_S = 60  # the stream's expiry is set again at most this often, and with the last event
 
     def __init__(self, schema_name: str, run_id: str) -> None:
         self.stream_key = run_stream_key(schema_name, run_id)
         self.group = run_group_name(schema_name, run_id)
         self.redis = redis_client()
+        self._expiry_due = 0.0
 
     def publish(self, event: dict) -> None:
-        pipe = self.redis.pipeline()
+        channel, payload = group_message(self.group, {"type": "run.event", "event": event})
+        pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(
             self.stream_key, {"event": json.dumps(event)}, id=f"{event['seq']}-1", maxlen=50_000, approximate=True
         )
-        pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
+        now = time.monotonic()
+        if now >= self._expiry_due or event["type"] == TERMINAL_EVENT:
+            pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
+            self._expiry_due = now + self.EXPIRY_REFRESH_S
+        pipe.publish(channel, payload)
         pipe.execute()
-        layer_sender.group_send(self.group, {"type": "run.event", "event": event})
 
     def close(self) -> None:
         self.redis.close()
@@ -88,7 +89,6 @@ def run_events_since(schema_name: str, run_id: str, after_seq: int = 0) -> list[
 
 def run_events_follow(schema_name: str, run_id: str, after_seq: int = 0, timeout_s: float = 600) -> Iterator[dict]:
     """Yield events after `after_seq` as they arrive, until the run's last event (blocking reads)."""
-    import time
 
     client = redis_client()
     key = run_stream_key(schema_name, run_id)

@@ -280,6 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 512  # socketserver's 5 refuses a burst of connections no real provider would
     fake: FakeOpenAI
 
 
@@ -339,8 +340,10 @@ class FakeOpenAI:
 
     def _is_title_request(self, body: dict) -> bool:
         messages = body.get("messages") or [{}]
-        return bool(self.title_prompt) and messages[0].get("role") == "system" and (
-            messages[0].get("content") == self.title_prompt
+        return (
+            bool(self.title_prompt)
+            and messages[0].get("role") == "system"
+            and (messages[0].get("content") == self.title_prompt)
         )
 
     def next_reply(self, body: dict) -> Reply:
