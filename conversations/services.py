@@ -212,17 +212,22 @@ def message_mark_streaming(*, message: Message) -> None:
 
 
 @transaction.atomic
-def message_finalize(*, message: Message) -> Message:
-    """Write the assistant message from its finished run. Idempotent (units and citations are rebuilt)."""
-    run = AgentRun.objects.get(pk=message.run_id)
+def message_finalize(*, message: Message, run: AgentRun | None = None) -> Message:
+    """Write the assistant message from its finished run (`run`, when the caller has it as it ended).
+    Idempotent: units and citations are rebuilt. `message` as loaded before: one still pending or streaming
+    has never been finalized, so it has no units or citations to remove."""
+    run = run or AgentRun.objects.get(pk=message.run_id)
     if not run.is_finished:
         return message
+    finalized_before = not message.is_active
     message.status = RUN_TO_MESSAGE_STATUS[run.status]
     message.content = run.output
     message.error = run.error
     message.tokens_in, message.tokens_out = run.tokens_in, run.tokens_out
     message.save(update_fields=["status", "content", "error", "tokens_in", "tokens_out"])
-    message.units.all().delete()
+    if finalized_before:
+        message.units.all().delete()
+        message.citations.all().delete()
     units, citations = [], []
     for step in RunStep.objects.filter(run=run).order_by("seq"):
         kind = EVENT_TO_UNIT.get(step.type)
@@ -234,7 +239,6 @@ def message_finalize(*, message: Message) -> Message:
         if step.type == "final_answer":
             citations = step.data.get("citations") or []
     MessageUnit.objects.bulk_create(units)
-    message.citations.all().delete()
     Citation.objects.bulk_create(
         Citation(
             message=message,

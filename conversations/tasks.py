@@ -22,8 +22,8 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     message_mark_streaming(message=message)
     if attachments and turn_attachments_read(message=message):
         message.run.refresh_from_db(fields=["input"])
-    run_execute(run_id=str(message.run_id), run=message.run)
-    message = message_finalize(message=Message.objects.get(pk=message_id))
+    run = run_execute(run_id=str(message.run_id), run=message.run)
+    message = message_finalize(message=message, run=run)
     conversation = message.conversation
     conversation_notify(
         conversation_id=str(conversation.pk),

@@ -227,6 +227,12 @@ class _RunRecorder:
         if self._steps and time.monotonic() >= self._flush_at:
             self.flush()
 
+    def stored_event(self, event_type: EventType, data: dict) -> dict:
+        """The next event, numbered and its step buffered for the next flush, but not published yet."""
+        self.seq += 1
+        self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, data=data))
+        return make_event(event_type, run_id=str(self.run.id), seq=self.seq, data=data)
+
     def flush(self) -> None:
         """Write the stored steps emitted since the last flush, in one statement."""
         steps, self._steps = self._steps, []
@@ -314,11 +320,15 @@ def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
         recorder.emit(EventType.USAGE, {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
         run.ttft_ms = recorder.first_token_ms
         run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
-        run.last_seq = recorder.seq + 1
-        recorder.flush()
-        _finish(run, status, error)
+        finished = recorder.stored_event(
+            EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms}
+        )
+        run.last_seq = finished["seq"]
+        with transaction.atomic():  # every step, the closing one's included, with the run's final row
+            recorder.flush()
+            _finish(run, status, error)
         usage_record(run=run)
-        recorder.emit(EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms})
+        recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
     return run
 

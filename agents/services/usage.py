@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -69,29 +69,35 @@ def usage_month_tokens(*, api_key_id: int | None = None) -> int:
         client.close()
 
 
+# INCRBY only where the counter exists: one that does not is seeded from the records instead.
+_INCREMENT_EXISTING = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end"
+
+
 def usage_record(*, run: AgentRun) -> UsageRecord:
     """Record a finished run's tokens (once per run) and add them to this month's counters."""
-    record, created = UsageRecord.objects.get_or_create(
-        run=run,
-        defaults={
-            "agent_id": run.agent_id,
-            "agent_slug": run.spec.get("slug", "") if isinstance(run.spec, dict) else "",
-            "user_email": run.user_email,
-            "api_key_id": run.api_key_id,
-            "trigger": run.trigger,
-            "tokens_in": run.tokens_in,
-            "tokens_out": run.tokens_out,
-        },
-    )
-    if created and record.tokens:
+    try:
+        with transaction.atomic():
+            record = UsageRecord.objects.create(
+                run=run,
+                agent_id=run.agent_id,
+                agent_slug=run.spec.get("slug", "") if isinstance(run.spec, dict) else "",
+                user_email=run.user_email,
+                api_key_id=run.api_key_id,
+                trigger=run.trigger,
+                tokens_in=run.tokens_in,
+                tokens_out=run.tokens_out,
+            )
+    except IntegrityError:  # recorded already (a task delivered twice)
+        return UsageRecord.objects.get(run=run)
+    if record.tokens:
         client = redis_client()
-        try:
-            for api_key_id in {None, run.api_key_id}:
-                key = usage_counter_key(api_key_id)
-                if not client.set(key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S):
-                    client.incrby(key, record.tokens)
-        finally:
-            client.close()
+        for api_key_id in {None, run.api_key_id}:
+            key = usage_counter_key(api_key_id)
+            # The month's sum is read from the records only when the counter is missing (it includes this run).
+            if client.eval(_INCREMENT_EXISTING, 1, key, record.tokens) is None and not client.set(
+                key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S
+            ):
+                client.incrby(key, record.tokens)
     return record
 
 

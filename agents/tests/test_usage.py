@@ -1,0 +1,77 @@
+"""The month's token counters in Redis: a finished run adds to them, a missing one is seeded from the usage
+records, and a run counted twice (a task delivered twice) counts once. Real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db.models import Sum
+from django_tenants.utils import tenant_context
+
+from agents.models import Agent, AgentRun, RunStatus, UsageRecord
+from agents.services.usage import usage_counter_key, usage_record
+from nexent_site.redis_pool import redis_client
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def in_tenant_a(tenant_a: Tenant) -> Iterator[None]:
+    """Tenant A's schema, with its counter removed afterwards (the records are rolled back with the test)."""
+    with tenant_context(tenant_a):
+        yield
+        redis_client().delete(usage_counter_key())
+
+
+def finished_run(tokens_in: int, tokens_out: int) -> AgentRun:
+    agent = Agent.objects.create(name="Counted", slug="counted-run")
+    return AgentRun.objects.create(
+        agent=agent,
+        spec={"slug": "counted-run"},
+        trigger=AgentRun.Trigger.API,
+        status=RunStatus.SUCCEEDED,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+    )
+
+
+@pytest.mark.usefixtures("in_tenant_a")
+def test_a_run_adds_its_tokens_to_the_counter_without_recounting_the_month() -> None:
+    # given: a counter that is not what the records add up to (recounting them would show)
+    run = finished_run(tokens_in=7, tokens_out=3)
+    counter = usage_counter_key()
+    redis_client().set(counter, 1000)
+
+    # when
+    record = usage_record(run=run)
+
+    # then
+    assert int(redis_client().get(counter)) == 1010
+
+    # when: the same run is recorded again (its task delivered twice)
+    again = usage_record(run=run)
+
+    # then: nothing more is counted or stored
+    assert again.pk == record.pk and UsageRecord.objects.filter(run=run).count() == 1
+    assert int(redis_client().get(counter)) == 1010
+
+
+@pytest.mark.usefixtures("in_tenant_a")
+def test_a_missing_counter_is_seeded_from_the_months_records() -> None:
+    # given
+    usage_record(run=finished_run(tokens_in=20, tokens_out=5))
+    counter = usage_counter_key()
+    redis_client().delete(counter)
+    second = AgentRun.objects.create(
+        agent=Agent.objects.get(slug="counted-run"), spec={}, trigger="api", status="succeeded", tokens_out=4
+    )
+
+    # when
+    usage_record(run=second)
+
+    # then: every record of the month, this run's included
+    totals = UsageRecord.objects.aggregate(tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"))
+    assert int(redis_client().get(counter)) == totals["tokens_in"] + totals["tokens_out"]
+    assert totals["tokens_out"] >= 9
