@@ -7,7 +7,7 @@ refuses to run anything for a suspended tenant.
 import os
 from typing import Any
 
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 from tenant_schemas_celery.app import CeleryApp
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
@@ -19,10 +19,10 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def _persistent_database_connections(**kwargs: Any) -> None:
-    """A worker's threads keep their database connection between tasks. With Django's default (closed after
-    every task, by Celery's Django fix-up) each task opened a new PostgreSQL connection first: 5-10 ms before
-    a chat turn's first query. Only in workers: under ASGI each request has a thread of its own, so the web
-    process uses a connection pool instead. A connection that fails its health check is replaced."""
+    """A worker's threads keep their database connection between tasks. Closed after every task (Django's
+    default CONN_MAX_AGE, and Celery's fix-up regardless of it), each task opened a new PostgreSQL connection
+    first: 5-10 ms before a chat turn's first query. Only in workers: under ASGI each request has a thread of
+    its own, so the web process uses a connection pool instead."""
     from django.conf import settings
 
     database = settings.DATABASES["default"]
@@ -30,3 +30,13 @@ def _persistent_database_connections(**kwargs: Any) -> None:
         # connections read this dict when each thread opens its own, so the change reaches every task thread
         database["CONN_MAX_AGE"] = settings.WORKER_DATABASE_CONN_MAX_AGE
         database["CONN_HEALTH_CHECKS"] = True
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _close_old_database_connections(**kwargs: Any) -> None:
+    """Around each task, as Django does around each request: close this thread's connections that are broken,
+    left inside a transaction or older than CONN_MAX_AGE; keep the others (checked before their next use)."""
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -227,6 +227,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tenant-schemas-celery's own tenant cache stays off: TenantTask caches the lookup until any tenant changes
 # (nexent_site.tenancy), so a suspension still stops the next task.
 CELERY_TASK_TENANT_CACHE_SECONDS = 0
+# Celery's Django fix-up closes every database connection before and after each task, whatever CONN_MAX_AGE
+# says, unless this is set (then every this many tasks). Workers close connections as Django does around a
+# request instead (nexent_site/celery.py), so the fix-up's own closing is set out of reach.
+CELERY_DB_REUSE_MAX = 2**31
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
