@@ -354,6 +354,9 @@ MCP_CONNECT_TIMEOUT_S = env.float("MCP_CONNECT_TIMEOUT_S", default=15)
 RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # How long a run's event stream stays in Redis for reconnecting clients.
 RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
+# An answer's text goes out as it comes, but tokens arriving faster than this are gathered into one
+# `text_delta` event (0: one event per token). See agents.runtime.engine.TextDeltas.
+RUN_TEXT_DELTA_INTERVAL_MS = env.int("RUN_TEXT_DELTA_INTERVAL_MS", default=60)
 
 # --- Files ----------------------------------------------------------------------------------------
 FILES_ROOT = env.path("FILES_ROOT", default=str(DATA_DIR / "files"))

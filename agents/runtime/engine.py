@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -93,6 +94,31 @@ def _text(value: Any, limit: int = MAX_OBSERVATION_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text) - limit} more characters)"
 
 
+class TextDeltas:
+    """The answer's text as `text_delta` events: the first piece at once, later ones gathered and sent at most
+    every `interval_s` seconds. Tokens faster than that make fewer, larger events (each costs the worker, Redis,
+    the web process and the browser the same, whatever its size); slower ones go out as they come. Call `flush`
+    before emitting any other event, and at the end: what is held goes out first."""
+
+    def __init__(self, emit: Emit, interval_s: float) -> None:
+        self.emit = emit
+        self.interval_s = interval_s
+        self._held: list[str] = []
+        self._sent_at = float("-inf")
+
+    def add(self, text: str) -> None:
+        self._held.append(text)
+        if time.monotonic() - self._sent_at >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            text = "".join(self._held)
+            self._held.clear()
+            self._sent_at = time.monotonic()
+            self.emit(EventType.TEXT_DELTA, {"text": text})
+
+
 class Engine:
     def __init__(
         self,
@@ -103,6 +129,7 @@ class Engine:
         mcp_servers: dict[str, dict],
         context: RunContext,
         emit: Emit,
+        text_delta_interval_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.messages = messages
@@ -110,6 +137,7 @@ class Engine:
         self.mcp_servers = mcp_servers
         self.context = context
         self.emit = emit
+        self.deltas = TextDeltas(emit, text_delta_interval_s)
         self.result = RunResult()
         self._agents: list[ToolCallingAgent] = []
 
@@ -154,7 +182,8 @@ class Engine:
                     finished = True
                 if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                     text.append(chunk.choices[0].delta.content)
-                    self.emit(EventType.TEXT_DELTA, {"text": chunk.choices[0].delta.content})
+                    self.deltas.add(chunk.choices[0].delta.content)
+            self.deltas.flush()
         except RunStopped:
             self.result.output = "".join(text)
             raise
@@ -177,6 +206,7 @@ class Engine:
             try:
                 for item in agent.run(task, stream=True, reset=True):
                     self._on_parent_event(item)
+                self.deltas.flush()
             except RunStopped:
                 for each in self._agents:
                     each.interrupt()
@@ -282,8 +312,10 @@ class Engine:
         if isinstance(item, ChatMessageStreamDelta):
             self._start_step_once()
             if item.content:
-                self.emit(EventType.TEXT_DELTA, {"text": item.content})
-        elif isinstance(item, ToolCall):
+                self.deltas.add(item.content)
+            return
+        self.deltas.flush()  # the text so far comes before whatever this is
+        if isinstance(item, ToolCall):
             self._start_step_once()
             if item.name != "final_answer":
                 self.emit(EventType.TOOL_CALL, {"id": item.id, "name": item.name, "arguments": item.arguments})

@@ -297,6 +297,7 @@ def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
             mcp_servers=_mcp_servers_for(run.spec),
             context=context,
             emit=recorder.emit,
+            text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
         )
         engine.run()
     except RunStopped as stop:

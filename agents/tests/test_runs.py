@@ -346,3 +346,29 @@ def test_the_watchdog_closes_runs_whose_worker_died(
     done = stored(committed, tenant_a, run)
     assert done.status == RunStatus.FAILED and "deadline" in done.error
     assert run_events_since(tenant_a.schema_name, str(run.id))[-1]["data"]["status"] == "failed"
+
+
+def test_fast_tokens_are_gathered_into_fewer_text_deltas_and_slow_ones_are_not_held(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """RUN_TEXT_DELTA_INTERVAL_MS (60 ms): the first token goes out alone and at once; tokens that arrive faster
+    than the interval share events; tokens slower than it each get their own, so a slow model's text is never
+    held back."""
+    # given
+    published_agent(slug="gatherer", mode="chat")
+    fast = " ".join(f"f{i}" for i in range(30))
+    slow = "s0 s1 s2 s3"
+    fake_llm.script(Reply(content=fast, token_gap_s=0.0), Reply(content=slow, token_gap_s=0.15))
+
+    # when
+    fast_deltas = [
+        e["data"]["text"] for e in follow(tenant_a, start(committed, tenant_a, "gatherer")) if e["type"] == "text_delta"
+    ]
+    slow_deltas = [
+        e["data"]["text"] for e in follow(tenant_a, start(committed, tenant_a, "gatherer")) if e["type"] == "text_delta"
+    ]
+
+    # then: every token exactly once, in order
+    assert "".join(fast_deltas) == fast and "".join(slow_deltas) == slow
+    assert fast_deltas[0] == "f0 " and len(fast_deltas) < 10
+    assert slow_deltas == ["s0 ", "s1 ", "s2 ", "s3"]

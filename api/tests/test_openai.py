@@ -143,7 +143,8 @@ def test_a_streamed_completion_follows_the_run_live(
 ) -> None:
     # given
     published_agent(slug="streamer", mode="chat")
-    fake_llm.script(Reply(content="alpha beta gamma delta", token_gap_s=0.02))
+    # tokens further apart than RUN_TEXT_DELTA_INTERVAL_MS: each is passed on as its own chunk
+    fake_llm.script(Reply(content="alpha beta gamma delta", token_gap_s=0.1))
     client = openai_for(tenant_a, committed_key(tenant_a, scopes="chat"))
     # when
     stream = client.chat.completions.create(
