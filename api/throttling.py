@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.db import connection
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from agents.runtime.streams import redis_client
 from api.models import ApiKey
+from nexent_site.tenancy import tenant_redis_scope
 
 WINDOW_S = 60
 
@@ -31,7 +31,7 @@ def rate_limit_hit(tenant: Any, api_key: ApiKey | None, now: float | None = None
         return None
     now = time.time() if now is None else now
     window = int(now // WINDOW_S)
-    keys = [f"ratelimit:{connection.schema_name}:{name}:{window}" for name, _ in limits]
+    keys = [f"ratelimit:{tenant_redis_scope(tenant)}:{name}:{window}" for name, _ in limits]
     client = redis_client()
     try:
         pipe = client.pipeline(transaction=False)

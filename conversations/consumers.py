@@ -135,7 +135,6 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
         await self.send_json(payload)
 
     def _render_message(self, message_id: int) -> str:
-        message = (
-            Message.objects.prefetch_related("units", "citations", "attachments__file").filter(pk=message_id).first()
-        )
+        """The finished answer as the page shows it (answers have no attachments: those are the user's)."""
+        message = Message.objects.prefetch_related("units", "citations").filter(pk=message_id).first()
         return render_to_string("conversations/_message.html", {"message": message}) if message else ""

@@ -11,7 +11,7 @@ from conversations.services import (
 )
 
 
-@shared_task(name="conversations.tasks.chat_turn_execute", acks_late=True)
+@shared_task(name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True)
 def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
@@ -40,7 +40,7 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     return message.status
 
 
-@shared_task(name="conversations.tasks.conversation_title_generate", acks_late=True)
+@shared_task(name="conversations.tasks.conversation_title_generate", acks_late=True, ignore_result=True)
 def conversation_title_generate(conversation_id: str) -> str | None:
     """After the first exchange: the title (from the chat model, else the first words), sent to open pages."""
     conversation = Conversation.objects.select_related("agent").filter(pk=conversation_id).first()

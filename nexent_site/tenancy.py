@@ -129,6 +129,15 @@ class TenantMiddleware(TenantMainMiddleware):
         return tenant
 
 
+def tenant_redis_scope(tenant: Any = None) -> str:
+    """`<schema>:<creation time>`, for keys of a tenant's state in Redis (counters, limits). The creation time
+    tells a tenant re-created under the same slug (whose ids start again from 1) from the one before it, so it
+    never inherits that one's counts. `tenant`: the current one by default."""
+    tenant = tenant if tenant is not None else getattr(connection, "tenant", None)
+    created = getattr(tenant, "created_at", None)
+    return f"{connection.schema_name}:{int(created.timestamp()) if created else 0}"
+
+
 async def run_in_tenant(tenant: Tenant, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run the sync `func` in a database thread, inside `tenant`'s schema."""
 

@@ -325,10 +325,10 @@ def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
             EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms}
         )
         run.last_seq = finished["seq"]
-        with transaction.atomic():  # every step, the closing one's included, with the run's final row
+        with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
             recorder.flush()
             _finish(run, status, error)
-        usage_record(run=run)
+            usage_record(run=run)
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
     return run

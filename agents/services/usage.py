@@ -17,6 +17,7 @@ from django.utils import timezone
 from agents.models import AgentRun, UsageRecord
 from agents.runtime.streams import redis_client
 from nexent_site.errors import ApplicationError
+from nexent_site.tenancy import tenant_redis_scope
 
 COUNTER_TTL_S = 40 * 24 * 3600
 
@@ -39,11 +40,7 @@ def _next_month_start(now: datetime | None = None) -> datetime:
 
 def usage_counter_key(api_key_id: int | None = None) -> str:
     scope = f"key{api_key_id}" if api_key_id else "all"
-    # The tenant's creation time tells a re-created tenant of the same name (whose key ids start again from
-    # 1) from the one before it, so it never inherits that one's counters.
-    created = getattr(getattr(connection, "tenant", None), "created_at", None)
-    generation = int(created.timestamp()) if created else 0
-    return f"usage:tokens:{connection.schema_name}:{generation}:{scope}:{_month_start():%Y%m}"
+    return f"usage:tokens:{tenant_redis_scope()}:{scope}:{_month_start():%Y%m}"
 
 
 def _tokens_from_records(api_key_id: int | None) -> int:
@@ -74,7 +71,8 @@ _INCREMENT_EXISTING = "if redis.call('exists', KEYS[1]) == 1 then return redis.c
 
 
 def usage_record(*, run: AgentRun) -> UsageRecord:
-    """Record a finished run's tokens (once per run) and add them to this month's counters."""
+    """Record a finished run's tokens (once per run) and add them to this month's counters once the current
+    transaction (if any) commits."""
     try:
         with transaction.atomic():
             record = UsageRecord.objects.create(
@@ -90,15 +88,19 @@ def usage_record(*, run: AgentRun) -> UsageRecord:
     except IntegrityError:  # recorded already (a task delivered twice)
         return UsageRecord.objects.get(run=run)
     if record.tokens:
-        client = redis_client()
-        for api_key_id in {None, run.api_key_id}:
-            key = usage_counter_key(api_key_id)
-            # The month's sum is read from the records only when the counter is missing (it includes this run).
-            if client.eval(_INCREMENT_EXISTING, 1, key, record.tokens) is None and not client.set(
-                key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S
-            ):
-                client.incrby(key, record.tokens)
+        transaction.on_commit(lambda: _usage_count(record))
     return record
+
+
+def _usage_count(record: UsageRecord) -> None:
+    client = redis_client()
+    for api_key_id in {None, record.api_key_id}:
+        key = usage_counter_key(api_key_id)
+        # The month's sum is read from the records only when the counter is missing (it includes this run).
+        if client.eval(_INCREMENT_EXISTING, 1, key, record.tokens) is None and not client.set(
+            key, _tokens_from_records(api_key_id), nx=True, ex=COUNTER_TTL_S
+        ):
+            client.incrby(key, record.tokens)
 
 
 def usage_quota_check(*, api_key: Any = None) -> None:

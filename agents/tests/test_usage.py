@@ -4,6 +4,7 @@ records, and a run counted twice (a task delivered twice) counts once. Real Post
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db.models import Sum
@@ -25,6 +26,17 @@ def in_tenant_a(tenant_a: Tenant) -> Iterator[None]:
         redis_client().delete(usage_counter_key())
 
 
+@pytest.fixture
+def record(django_capture_on_commit_callbacks: Any) -> Any:
+    """usage_record, committed: the counters move when the recording transaction commits."""
+
+    def call(run: AgentRun) -> UsageRecord:
+        with django_capture_on_commit_callbacks(execute=True):
+            return usage_record(run=run)
+
+    return call
+
+
 def finished_run(tokens_in: int, tokens_out: int) -> AgentRun:
     agent = Agent.objects.create(name="Counted", slug="counted-run")
     return AgentRun.objects.create(
@@ -38,30 +50,30 @@ def finished_run(tokens_in: int, tokens_out: int) -> AgentRun:
 
 
 @pytest.mark.usefixtures("in_tenant_a")
-def test_a_run_adds_its_tokens_to_the_counter_without_recounting_the_month() -> None:
+def test_a_run_adds_its_tokens_to_the_counter_without_recounting_the_month(record: Any) -> None:
     # given: a counter that is not what the records add up to (recounting them would show)
     run = finished_run(tokens_in=7, tokens_out=3)
     counter = usage_counter_key()
     redis_client().set(counter, 1000)
 
     # when
-    record = usage_record(run=run)
+    first = record(run)
 
     # then
     assert int(redis_client().get(counter)) == 1010
 
     # when: the same run is recorded again (its task delivered twice)
-    again = usage_record(run=run)
+    again = record(run)
 
     # then: nothing more is counted or stored
-    assert again.pk == record.pk and UsageRecord.objects.filter(run=run).count() == 1
+    assert again.pk == first.pk and UsageRecord.objects.filter(run=run).count() == 1
     assert int(redis_client().get(counter)) == 1010
 
 
 @pytest.mark.usefixtures("in_tenant_a")
-def test_a_missing_counter_is_seeded_from_the_months_records() -> None:
+def test_a_missing_counter_is_seeded_from_the_months_records(record: Any) -> None:
     # given
-    usage_record(run=finished_run(tokens_in=20, tokens_out=5))
+    record(finished_run(tokens_in=20, tokens_out=5))
     counter = usage_counter_key()
     redis_client().delete(counter)
     second = AgentRun.objects.create(
@@ -69,7 +81,7 @@ def test_a_missing_counter_is_seeded_from_the_months_records() -> None:
     )
 
     # when
-    usage_record(run=second)
+    record(second)
 
     # then: every record of the month, this run's included
     totals = UsageRecord.objects.aggregate(tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"))

@@ -135,3 +135,27 @@ def test_a_key_whose_month_is_used_up_through_one_web_process_is_refused_by_the_
     assert second.status_code == 429
     assert second.json()["error"]["type"] == "insufficient_quota"
     assert int(second.headers["Retry-After"]) > 0
+
+
+def test_a_tenant_re_created_under_the_same_slug_does_not_inherit_the_request_counts(tenant_a: Tenant) -> None:
+    """Counters are keyed by the tenant's creation time as well as its schema (its key ids start again from 1)."""
+    import copy
+    from datetime import timedelta
+
+    from django_tenants.utils import tenant_context
+
+    from api.throttling import rate_limit_hit
+
+    moment = 1_000_000_000.0 + time.time() % 1000  # a window of its own, far from the other tests' windows
+    with tenant_context(tenant_a):
+        # given: the tenant used up its limit in this window
+        tenant = Tenant.objects.get(pk=tenant_a.pk)
+        tenant.api_requests_per_minute = 2
+        assert [rate_limit_hit(tenant, None, moment) is None for _ in range(3)] == [True, True, False]
+
+        # when: a tenant of the same schema, created later, asks in the same window
+        recreated = copy.copy(tenant)
+        recreated.created_at = tenant.created_at + timedelta(days=1)
+
+        # then: it starts from nothing
+        assert rate_limit_hit(recreated, None, moment) is None
