@@ -211,9 +211,9 @@ def main() -> None:
         key = prepare(fake.base_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
-        processes += [
+        processes += [  # as make run starts them
             web_server(port=port, env=env),
-            celery_worker(queue=queue, pool="threads", concurrency=16, env=env),
+            *(celery_worker(queue=queue, pool="threads", concurrency=16, env=env) for _ in range(2)),
         ]
         wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts

@@ -17,7 +17,7 @@ events per second; and lost, duplicated and misrouted events over every turn (ch
 stored stream). Last line: JSON.
 
     python bench/chat.py [--concurrency 50] [--turns 4] [--think 0.2] [--tokens 40] [--token-gap 0.05]
-                         [--first-token 0.2] [--workers 1] [--worker-threads N]
+                         [--first-token 0.2] [--workers 2] [--worker-threads N]
 """
 
 from __future__ import annotations
@@ -277,7 +277,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
-    parser.add_argument("--workers", type=int, default=1, help="Celery worker processes (default 1, as the Procfile)")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2, as make run)")
     parser.add_argument(
         "--worker-threads",
         type=int,
