@@ -90,6 +90,24 @@ def test_a_task_runs_in_the_schema_of_the_tenant_that_enqueued_it(
 
 
 @pytest.mark.django_db
+def test_tasks_of_two_tenants_interleaved_on_reused_worker_connections_each_see_their_own(
+    celery_worker: dict, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """Worker processes keep their database connection from task to task (CONN_MAX_AGE in workers), so one
+    connection serves tenant A's task, then B's, then A's again: each must see only its own schema."""
+    # when: alternating tenants, more tasks than the worker has processes
+    results = []
+    for _ in range(6):
+        for tenant in (tenant_a, tenant_b):
+            with tenant_context(tenant):
+                results.append((tenant.schema_name, tenant_probe.delay()))
+
+    # then
+    for schema, result in results:
+        assert result.get(timeout=30) == {"schema": schema, "users": 1, "owners": [owner_email(schema)]}
+
+
+@pytest.mark.django_db
 def test_a_worker_refuses_tasks_of_a_suspended_tenant(celery_worker: dict, suspended_tenant: Tenant) -> None:
     # when
     with tenant_context(suspended_tenant):
