@@ -134,8 +134,9 @@ def tenant_redis_scope(tenant: Any = None) -> str:
     tells a tenant re-created under the same slug (whose ids start again from 1) from the one before it, so it
     never inherits that one's counts. `tenant`: the current one by default."""
     tenant = tenant if tenant is not None else getattr(connection, "tenant", None)
+    schema = getattr(tenant, "schema_name", None) or connection.schema_name
     created = getattr(tenant, "created_at", None)
-    return f"{connection.schema_name}:{int(created.timestamp()) if created else 0}"
+    return f"{schema}:{int(created.timestamp()) if created else 0}"
 
 
 async def run_in_tenant(tenant: Tenant, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -241,11 +241,8 @@ class _RunRecorder:
             RunStep.objects.bulk_create(steps)
 
     def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            self.publisher.close()
-            self.redis.close()
+        self.publisher.close()
+        self.redis.close()
 
 
 def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
