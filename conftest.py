@@ -143,17 +143,20 @@ def read_sse(response: Any) -> list[dict]:
     return events
 
 
-def tenant_socket(tenant: Any, path: str, cookie: str | None) -> Any:
+def tenant_socket(tenant: Any, path: str, cookie: str | None, cookies: str = "", language: str = "") -> Any:
     """A WebsocketCommunicator on the real ASGI application, as a browser on `tenant`'s domain opens it
-    (with the session cookie when given)."""
+    (with the session cookie when given, more `cookies` ("name=value; …") and an Accept-Language)."""
     from channels.testing import WebsocketCommunicator
 
     from nexent_site.asgi import application
 
     host = host_of(tenant)
     headers = [(b"host", host.encode()), (b"origin", f"http://{host}".encode())]
-    if cookie:
-        headers.append((b"cookie", f"nexent_session={cookie}".encode()))
+    jar = "; ".join(part for part in (f"nexent_session={cookie}" if cookie else "", cookies) if part)
+    if jar:
+        headers.append((b"cookie", jar.encode()))
+    if language:
+        headers.append((b"accept-language", language.encode()))
     return WebsocketCommunicator(application, path, headers=headers)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.utils import translation
 
 from agents.relay import RunRelayMixin
 from conversations.models import Message
@@ -26,7 +27,7 @@ from conversations.services import (
 )
 from nexent_site.errors import ApplicationError
 from nexent_site.tenancy import run_in_tenant
-from nexent_site.websockets import JsonConsumer
+from nexent_site.websockets import JsonConsumer, scope_language
 
 WS_CLOSE_UNAUTHENTICATED = 4401
 WS_CLOSE_NOT_FOUND = 4404
@@ -35,6 +36,7 @@ WS_CLOSE_NOT_FOUND = 4404
 class ChatConsumer(RunRelayMixin, JsonConsumer):
     async def connect(self) -> None:
         self.user, self.tenant = self.scope["user"], self.scope["tenant"]
+        self.language = scope_language(self.scope)  # of the pages this socket updates
         if not self.user.is_authenticated:
             await self.close(code=WS_CLOSE_UNAUTHENTICATED)
             return
@@ -135,6 +137,10 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
         await self.send_json(payload)
 
     def _render_message(self, message_id: int) -> str:
-        """The finished answer as the page shows it (answers have no attachments: those are the user's)."""
+        """The finished answer as the page shows it, in the page's language (answers have no attachments: those
+        are the user's). Rendered without a request: the page gives its forms their CSRF token."""
         message = Message.objects.prefetch_related("units", "citations").filter(pk=message_id).first()
-        return render_to_string("conversations/_message.html", {"message": message}) if message else ""
+        if message is None:
+            return ""
+        with translation.override(self.language):
+            return render_to_string("conversations/_message.html", {"message": message})

@@ -5,6 +5,19 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import HttpRequest
+from django.utils.translation import get_language_from_request
+
+
+def scope_language(scope: dict) -> str:
+    """The language LocaleMiddleware would pick for this connection's pages: the language cookie (set by the
+    language switcher), else Accept-Language, else LANGUAGE_CODE."""
+    request = HttpRequest()
+    request.COOKIES = scope.get("cookies") or {}
+    for name, value in scope.get("headers") or []:
+        if name == b"accept-language":
+            request.META["HTTP_ACCEPT_LANGUAGE"] = value.decode("latin-1")
+    return get_language_from_request(request)
 
 
 class JsonConsumer(AsyncJsonWebsocketConsumer):

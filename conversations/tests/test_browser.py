@@ -8,7 +8,7 @@ import pytest
 
 from agents.models import Agent
 from conftest import PASSWORD, Committed, owner_email
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply
 from tenants.models import Tenant
 
@@ -55,6 +55,13 @@ def test_log_in_chat_see_tokens_stop_and_find_the_history(
     page.wait_for_selector("#thread article.assistant.status-stopped", timeout=30000)
     stopped_text = page.locator("#thread article.assistant .content").last.text_content()
     assert "word0" in stopped_text and "word199" not in stopped_text
+
+    # when: the answer that came back over the socket is liked (its form was rendered outside a request)
+    page.click("#thread article.assistant.status-stopped button[value=like]")
+    page.wait_for_selector("#thread article.assistant.status-stopped button.chosen[aria-pressed=true]")
+
+    # then: the feedback is stored (the form carried the page's CSRF token: no 403)
+    assert committed.run(tenant_a, lambda: Message.objects.get(conversation__agent__slug="browser-bot", status="stopped").feedback) == "like"
 
     # then: after a reload the history is there, with the stopped answer
     page.reload()

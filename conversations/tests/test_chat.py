@@ -91,6 +91,35 @@ async def test_a_message_streams_and_is_stored_with_its_units(
     assert answer.tokens_in > 0
 
 
+@pytest.mark.parametrize(
+    ("cookies", "language", "expected", "absent"),
+    [
+        ("", "zh-CN,zh;q=0.9", "复制", "Copy"),  # Accept-Language
+        ("django_language=zh-hans", "en", "复制", "Copy"),  # the language switcher's choice wins
+        ("", "", "Copy", "复制"),  # neither: LANGUAGE_CODE
+    ],
+)
+async def test_the_finished_answer_comes_back_in_the_pages_language(
+    chat: Any, fake_llm: FakeOpenAI, tenant_a: Tenant, cookies: str, language: str, expected: str, absent: str
+) -> None:
+    # given: a page in some language follows a turn
+    conversation, cookie = await asyncio.to_thread(chat, "polyglot", mode="chat")
+    fake_llm.script(Reply(content="Bonjour."), Reply(content="Greeting", title=True))
+    communicator = tenant_socket(
+        tenant_a, f"/ws/chat/{conversation.pk}/", cookie, cookies=cookies, language=language
+    )
+    assert (await communicator.connect())[0]
+
+    # when
+    await communicator.send_json_to({"type": "send", "content": "hello"})
+    done = (await frames_until(communicator, "message_done"))[-1]
+    await communicator.disconnect()
+
+    # then: the stored answer's HTML (its buttons) is in that language
+    assert "Bonjour." in done["html"]
+    assert expected in done["html"] and absent not in done["html"]
+
+
 async def test_stop_saves_the_partial_answer_as_stopped(
     chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
 ) -> None:
