@@ -61,7 +61,10 @@ def test_log_in_chat_see_tokens_stop_and_find_the_history(
     page.wait_for_selector("#thread article.assistant.status-stopped button.chosen[aria-pressed=true]")
 
     # then: the feedback is stored (the form carried the page's CSRF token: no 403)
-    assert committed.run(tenant_a, lambda: Message.objects.get(conversation__agent__slug="browser-bot", status="stopped").feedback) == "like"
+    stopped = committed.run(
+        tenant_a, lambda: Message.objects.get(conversation__agent__slug="browser-bot", status="stopped")
+    )
+    assert stopped.feedback == "like"
 
     # then: after a reload the history is there, with the stopped answer
     page.reload()
