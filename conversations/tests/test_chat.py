@@ -105,9 +105,7 @@ async def test_the_finished_answer_comes_back_in_the_pages_language(
     # given: a page in some language follows a turn
     conversation, cookie = await asyncio.to_thread(chat, "polyglot", mode="chat")
     fake_llm.script(Reply(content="Bonjour."), Reply(content="Greeting", title=True))
-    communicator = tenant_socket(
-        tenant_a, f"/ws/chat/{conversation.pk}/", cookie, cookies=cookies, language=language
-    )
+    communicator = tenant_socket(tenant_a, f"/ws/chat/{conversation.pk}/", cookie, cookies=cookies, language=language)
     assert (await communicator.connect())[0]
 
     # when
