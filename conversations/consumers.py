@@ -22,6 +22,7 @@ from conversations.selectors import conversation_get_for_user, message_get_for_u
 from conversations.services import (
     conversation_group_name,
     conversation_message_send,
+    message_from_snapshot,
     message_regenerate,
     message_stop,
 )
@@ -133,14 +134,19 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
             if run_id and run_id in getattr(self, "_run_seqs", {}):
                 # whatever of the run the channel layer may have dropped comes first, from the stream
                 await self.relay_run(self.tenant.schema_name, run_id)
-            payload["html"] = await run_in_tenant(self.tenant, self._render_message, payload["message_id"])
+            snapshot = payload.pop("message", None)
+            if snapshot is not None:
+                payload["html"] = self._render(message_from_snapshot(snapshot))
+            else:
+                payload["html"] = await run_in_tenant(self.tenant, self._render_message, payload["message_id"])
         await self.send_json(payload)
 
     def _render_message(self, message_id: int) -> str:
         """The finished answer as the page shows it, in the page's language (answers have no attachments: those
         are the user's). Rendered without a request: the page gives its forms their CSRF token."""
         message = Message.objects.prefetch_related("units", "citations").filter(pk=message_id).first()
-        if message is None:
-            return ""
+        return self._render(message) if message else ""
+
+    def _render(self, message: Message) -> str:
         with translation.override(self.language):
             return render_to_string("conversations/_message.html", {"message": message})

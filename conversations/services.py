@@ -4,6 +4,7 @@ enqueues; the worker runs the agent (see conversations.tasks)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -239,7 +240,7 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
         if step.type == "final_answer":
             citations = step.data.get("citations") or []
     MessageUnit.objects.bulk_create(units)
-    Citation.objects.bulk_create(
+    stored_citations = Citation.objects.bulk_create(
         Citation(
             message=message,
             index=c.get("index", i + 1),
@@ -252,6 +253,36 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
         )
         for i, c in enumerate(citations)
     )
+    # what was just written, as if prefetched: `message.units.all()` and `.citations.all()` need no query
+    message._prefetched_objects_cache = {"units": units, "citations": stored_citations}
+    return message
+
+
+MESSAGE_SNAPSHOT_MAX_BYTES = 256 * 1024
+SNAPSHOT_FIELDS = ("id", "role", "status", "content", "error", "tokens_in", "tokens_out", "feedback")
+UNIT_FIELDS = ("position", "kind", "data")
+CITATION_FIELDS = ("index", "document_id", "document_title", "chunk_id", "page", "score", "text")
+
+
+def message_snapshot(message: Message) -> dict | None:
+    """A finished message with its units and citations as plain data, for `message_from_snapshot` in the web
+    process (which then renders it without reading it back); None when it is too large to send that way."""
+    snapshot = {
+        **{name: getattr(message, name) for name in SNAPSHOT_FIELDS},
+        "units": [{name: getattr(unit, name) for name in UNIT_FIELDS} for unit in message.units.all()],
+        "citations": [{name: getattr(c, name) for name in CITATION_FIELDS} for c in message.citations.all()],
+    }
+    size = len(json.dumps(snapshot, ensure_ascii=False, default=str))
+    return snapshot if size <= MESSAGE_SNAPSHOT_MAX_BYTES else None
+
+
+def message_from_snapshot(snapshot: dict) -> Message:
+    """The message of `message_snapshot` (not saved, its units and citations in place of a query)."""
+    message = Message(**{name: snapshot[name] for name in SNAPSHOT_FIELDS})
+    message._prefetched_objects_cache = {
+        "units": [MessageUnit(message=message, **unit) for unit in snapshot["units"]],
+        "citations": [Citation(message=message, **citation) for citation in snapshot["citations"]],
+    }
     return message
 
 

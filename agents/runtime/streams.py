@@ -50,14 +50,17 @@ def group_send_sync(group: str, message: dict) -> None:
 
 class RunEventPublisher:
     """Appends each event to the run's Redis stream and sends it to the run's group, in one round trip: the
-    event is in the stream before any consumer receives it."""
+    event is in the stream before any consumer receives it. With a `watch_key` (the run's cancel flag), the
+    same round trip also tells whether that key exists (`watched_key_exists`)."""
 
     EXPIRY_REFRESH_S = 60  # the stream's expiry is set again at most this often, and with the last event
 
-    def __init__(self, schema_name: str, run_id: str) -> None:
+    def __init__(self, schema_name: str, run_id: str, watch_key: str | None = None) -> None:
         self.stream_key = run_stream_key(schema_name, run_id)
         self.group = run_group_name(schema_name, run_id)
         self.redis = redis_client()
+        self.watch_key = watch_key
+        self.watched_key_exists = False
         self._expiry_due = 0.0
 
     def publish(self, event: dict) -> None:
@@ -71,7 +74,11 @@ class RunEventPublisher:
             pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
             self._expiry_due = now + self.EXPIRY_REFRESH_S
         pipe.publish(channel, payload)
-        pipe.execute()
+        if self.watch_key:
+            pipe.exists(self.watch_key)
+        replies = pipe.execute()
+        if self.watch_key:
+            self.watched_key_exists = bool(replies[-1])
 
     def close(self) -> None:
         self.redis.close()

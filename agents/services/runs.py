@@ -185,6 +185,8 @@ def _mcp_servers_for(spec: dict) -> dict[str, dict]:
             walk(child)
 
     walk(spec)
+    if not ids:  # most agents: not even an empty query to compile
+        return {}
     return {str(s.pk): mcp_server_as_dict(s) for s in McpServer.objects.filter(pk__in=ids)}
 
 
@@ -194,7 +196,8 @@ class _RunRecorder:
     def __init__(self, run: AgentRun) -> None:
         self.run = run
         self.schema = connection.schema_name
-        self.publisher = RunEventPublisher(self.schema, str(run.id))
+        # every publish also asks whether the run was cancelled, in the same round trip
+        self.publisher = RunEventPublisher(self.schema, str(run.id), watch_key=run_cancel_key(self.schema, str(run.id)))
         self.redis = redis_client()
         self.seq = run.last_seq
         self.started = time.monotonic()
@@ -209,7 +212,9 @@ class _RunRecorder:
         now = time.monotonic()
         if now > self.deadline:
             raise RunStopped(RunStatus.TIMED_OUT, f"the run exceeded its {self.run.spec['run_timeout_s']} s limit")
-        if now >= self._next_cancel_check:
+        if self.publisher.watched_key_exists:  # seen by the last publish
+            raise RunStopped(RunStatus.CANCELLED, "stopped on request")
+        if now >= self._next_cancel_check:  # nothing published lately to see it by
             self._next_cancel_check = now + CANCEL_CHECK_INTERVAL_S
             if self.redis.exists(run_cancel_key(self.schema, str(self.run.id))):
                 raise RunStopped(RunStatus.CANCELLED, "stopped on request")
@@ -222,6 +227,7 @@ class _RunRecorder:
         if event_type is EventType.TEXT_DELTA and self.first_token_ms is None:
             self.first_token_ms = int((time.monotonic() - self.started) * 1000)
         self.publisher.publish(event)
+        self._next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL_S
         if event_type in STORED_EVENT_TYPES:
             self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data))
         if self._steps and time.monotonic() >= self._flush_at:

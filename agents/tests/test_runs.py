@@ -4,6 +4,7 @@ PostgreSQL, and the local OpenAI-compatible test server standing in for the exte
 import io
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from django.db import transaction
 from django_tenants.utils import tenant_context
 
 from agents.models import AgentRun, RunStatus, RunStep
+from agents.runtime.events import EventType
 from agents.runtime.streams import run_events_follow, run_events_since
 from agents.services.runs import run_cancel, run_start
 from conftest import Committed
@@ -372,3 +374,27 @@ def test_fast_tokens_are_gathered_into_fewer_text_deltas_and_slow_ones_are_not_h
     assert "".join(fast_deltas) == fast and "".join(slow_deltas) == slow
     assert fast_deltas[0] == "f0 " and len(fast_deltas) < 10
     assert slow_deltas == ["s0 ", "s1 ", "s2 ", "s3"]
+
+
+def test_each_publish_also_tells_whether_the_run_was_cancelled(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    """The cancel flag is read in the event's own round trip; another tenant's flag for the same run id is not
+    this run's."""
+    from agents.runtime.events import make_event
+    from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
+
+    run_id = str(uuid.uuid4())
+    publisher = RunEventPublisher(tenant_a.schema_name, run_id, watch_key=run_cancel_key(tenant_a.schema_name, run_id))
+    client = redis_client()
+    try:
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=1, data={"step": 1}))
+        assert publisher.watched_key_exists is False
+        client.set(run_cancel_key(tenant_b.schema_name, run_id), "1", ex=60)
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=2, data={"step": 2}))
+        assert publisher.watched_key_exists is False
+        client.set(run_cancel_key(tenant_a.schema_name, run_id), "1", ex=60)
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=3, data={"step": 3}))
+        assert publisher.watched_key_exists is True
+        assert [e["seq"] for e in run_events_since(tenant_a.schema_name, run_id)] == [1, 2, 3]
+    finally:
+        client.delete(run_cancel_key(tenant_a.schema_name, run_id), run_cancel_key(tenant_b.schema_name, run_id))
+        publisher.close()

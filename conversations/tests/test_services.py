@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django_tenants.utils import tenant_context
 
@@ -9,7 +11,12 @@ from accounts.models import User
 from agents.models import Agent, AgentRun, RunStatus, RunStep
 from conftest import owner_email
 from conversations.models import Conversation, Message
-from conversations.services import message_finalize
+from conversations.services import (
+    MESSAGE_SNAPSHOT_MAX_BYTES,
+    message_finalize,
+    message_from_snapshot,
+    message_snapshot,
+)
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -49,3 +56,51 @@ def test_finalizing_a_message_again_rebuilds_its_units_and_citations_once(tenant
         # then: the same units and citations, not twice as many
         assert [unit.kind for unit in stored.units.all()] == ["step", "final_answer"]
         assert stored.citations.count() == 1
+
+
+def _finished_answer(tenant: Tenant, output: str) -> Message:
+    """A pending answer whose run finished with a tool call, its result and a cited final answer."""
+    agent = Agent.objects.create(name="Snapshot", slug="snapshot")
+    run = AgentRun.objects.create(agent=agent, spec={}, trigger="chat", status=RunStatus.SUCCEEDED, output=output)
+    citation = {"index": 1, "document_id": 3, "document_title": "Handbook", "chunk_id": 9, "page": 4, "text": "x"}
+    RunStep.objects.bulk_create(
+        [
+            RunStep(run=run, seq=2, type="step_started", data={"step": 1}),
+            RunStep(run=run, seq=3, type="tool_call", data={"name": "search", "arguments": {"q": "<b>"}}),
+            RunStep(run=run, seq=4, type="tool_result", data={"name": "search", "output": "found <script>"}),
+            RunStep(run=run, seq=5, type="final_answer", data={"text": output, "citations": [citation]}),
+        ]
+    )
+    conversation = Conversation.objects.create(user=User.objects.get(email=owner_email("alpha")), agent=agent)
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run
+    )
+
+
+def test_a_finished_message_renders_the_same_from_its_snapshot_as_from_the_database(tenant_a: Tenant) -> None:
+    from django.db import connection
+    from django.template.loader import render_to_string
+    from django.test.utils import CaptureQueriesContext
+
+    with tenant_context(tenant_a):
+        # given: an answer just finalized in the worker
+        message = message_finalize(message=_finished_answer(tenant_a, "**The answer** [1]."))
+
+        # when: its snapshot (sent with message_done) is rendered as the page's consumer renders it
+        with CaptureQueriesContext(connection) as queries:
+            snapshot = message_snapshot(message)
+        from_snapshot = message_from_snapshot(json.loads(json.dumps(snapshot)))  # as it travels
+        with CaptureQueriesContext(connection) as render_queries:
+            html = render_to_string("conversations/_message.html", {"message": from_snapshot})
+
+        # then: the same HTML as the message read back from the database, and no query for either
+        stored = Message.objects.prefetch_related("units", "citations").get(pk=message.pk)
+        assert html == render_to_string("conversations/_message.html", {"message": stored})
+        assert "<strong>The answer</strong>" in html and "Handbook, page 4" in html and "&lt;script&gt;" in html
+        assert len(queries) == 0 and len(render_queries) == 0
+
+
+def test_a_snapshot_too_large_to_send_is_left_out(tenant_a: Tenant) -> None:
+    with tenant_context(tenant_a):
+        message = message_finalize(message=_finished_answer(tenant_a, "x" * (MESSAGE_SNAPSHOT_MAX_BYTES + 1)))
+        assert message_snapshot(message) is None
