@@ -11,7 +11,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from smolagents.monitoring import AgentLogger, LogLevel
 
 from agents.runtime.events import EventType
 from agents.tools import RunContext, tool_definition
-from nexent_site.integrations.openai_compat import ProviderConfig, client_for, describe_error
+from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream, client_for, describe_error
 
 logger = logging.getLogger(__name__)
 Emit = Callable[..., None]
@@ -165,32 +165,40 @@ class Engine:
         self.emit(EventType.STEP_STARTED, {"step": 1})
         text: list[str] = []
         finished = False
+        stream = chat_stream(
+            provider,
+            messages=messages,
+            temperature=self.spec.get("temperature", 0.3),
+            **_limit_kwargs(self.spec),
+            stream_options={"include_usage": True},
+        )
         try:
-            stream = client_for(provider).chat.completions.create(
-                model=provider.model,
-                messages=messages,
-                temperature=self.spec.get("temperature", 0.3),
-                **_limit_kwargs(self.spec),
-                stream=True,
-                stream_options={"include_usage": True},
-            )
             for chunk in stream:
-                if chunk.usage:
-                    self.result.tokens_in += chunk.usage.prompt_tokens or 0
-                    self.result.tokens_out += chunk.usage.completion_tokens or 0
-                if chunk.choices and chunk.choices[0].finish_reason:
+                usage = chunk.get("usage")
+                if usage:
+                    self.result.tokens_in += usage.get("prompt_tokens") or 0
+                    self.result.tokens_out += usage.get("completion_tokens") or 0
+                choice = (chunk.get("choices") or [None])[0]
+                if not choice:
+                    continue
+                if choice.get("finish_reason"):
                     finished = True
-                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                    text.append(chunk.choices[0].delta.content)
-                    self.deltas.add(chunk.choices[0].delta.content)
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    text.append(content)
+                    self.deltas.add(content)
             self.deltas.flush()
         except RunStopped:
             self.result.output = "".join(text)
             raise
         except Exception as exc:
             self.result.output = "".join(text)
+            with suppress(RunStopped):
+                self.deltas.flush()  # the words that came before the failure, to live readers too
             error = describe_error(exc, provider)
             raise RunFailed(f"model call failed: {error.message}", error.code) from None
+        finally:
+            stream.close()  # a stop mid-answer drops the model's connection
         self.result.output = "".join(text)
         if not finished:
             raise RunFailed(

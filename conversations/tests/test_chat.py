@@ -213,6 +213,25 @@ async def test_a_model_error_mid_stream_leaves_no_message_streaming(
     assert answer.status == "failed" and "malformed" in answer.error
 
 
+async def test_an_error_the_model_reports_mid_stream_fails_the_answer_with_its_reason(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    conversation, cookie = await asyncio.to_thread(chat, "overloaded", mode="chat")
+    fake_llm.script(Reply(content="one two three four five", error_after_chunks=3, error_message="Overloaded, sorry"))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "go"})
+    frames = await frames_until(communicator, "message_done")
+    await communicator.disconnect()
+
+    # the words before the error were streamed; the answer is failed with the provider's words, kept
+    assert "one two" in "".join(f["data"]["text"] for f in frames if f["type"] == "text_delta")
+    assert frames[-1]["status"] == "failed"
+    answer = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1]
+    assert answer.status == "failed" and "Overloaded, sorry" in answer.error
+    assert answer.content.startswith("one two")
+
+
 @pytest.mark.parametrize("who", ["anonymous", "another-user", "other-tenant-cookie", "malformed-id"])
 async def test_chat_sockets_are_refused_to_anyone_else(
     chat: Any, committed: Committed, tenant_a: Tenant, tenant_b: Tenant, who: str

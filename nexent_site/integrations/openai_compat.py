@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import openai
+from httpx_sse import EventSource
 
 PING_MESSAGE = "Reply with the single word: pong"
 
@@ -118,6 +120,30 @@ def _status_text(exc: openai.APIStatusError) -> str:
         if isinstance(error, str):
             return error[:300]
     return str(exc.message)[:300]
+
+
+def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
+    """A streamed chat completion (`params` as for `chat.completions.create`), chunk by chunk as plain dicts.
+
+    Sent by the provider's OpenAI client (its base URL, key, headers and timeout, and the SDK's exceptions for
+    HTTP and connection failures, which `describe_error` reads), but read as server-sent events without the
+    SDK's typed chunk objects: building one per token, and type-walking the request, cost a chat turn 22 ms of
+    CPU against 8 ms this way (40 tokens, slow vCPUs). An error the provider reports mid-stream is raised as
+    `openai.APIError`, as the SDK's own stream does. Close the iterator to drop the connection early."""
+    body = {"model": config.model, **params, "stream": True}
+    response = client_for(config).post("/chat/completions", cast_to=httpx.Response, body=body, stream=True)
+    try:
+        for event in EventSource(response).iter_sse():
+            if event.data.startswith("[DONE]"):
+                return
+            chunk = json.loads(event.data)
+            if isinstance(chunk, dict) and chunk.get("error"):
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise openai.APIError(str(message or "the provider reported an error"), response.request, body=error)
+            yield chunk
+    finally:
+        response.close()
 
 
 def chat_ping(config: ProviderConfig) -> str:

@@ -43,6 +43,7 @@ class Reply:
     token_gap_s: float | None = None  # between streamed chunks (default: the server's)
     malformed: bool = False  # a 200 whose body is not valid JSON / SSE
     fail_after_chunks: int | None = None  # streaming: drop the connection after this many chunks
+    error_after_chunks: int | None = None  # streaming: an error event (`data: {"error": …}`) after this many
     title: bool = False  # for a conversation-title request (see FakeOpenAI.title_prompt), not for a turn
 
 
@@ -226,6 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
             for number, item in enumerate(chunks):
                 if reply.fail_after_chunks is not None and number >= reply.fail_after_chunks:
                     return  # the connection closes mid-stream
+                if reply.error_after_chunks is not None and number >= reply.error_after_chunks:
+                    error = {"error": {"message": reply.error_message, "type": "server_error", "code": None}}
+                    self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
+                    self.wfile.flush()
+                    return
                 self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
                 self.wfile.flush()
                 is_text = bool(item.get("choices")) and "content" in item["choices"][0]["delta"]
