@@ -13,6 +13,9 @@ class Conversation(models.Model):
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
     archived = models.BooleanField(default=False, db_index=True)
+    # set with a message's first attached file: a turn of a conversation without files (most) builds the
+    # agent's history without looking for any
+    has_attachments = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
@@ -55,8 +56,19 @@ def conversation_start(*, user: User, agent: Agent, title: str = "") -> Conversa
 
 def conversation_history(conversation: Conversation) -> list[dict]:
     """The turns the agent gets: completed messages, user messages with their attachments' text."""
-    turns = conversation.messages.filter(status=Message.Status.COMPLETED).prefetch_related("attachments__file")
-    return _history(turns.order_by("created_at", "id"))
+    turns = conversation.messages.filter(status=Message.Status.COMPLETED).order_by("created_at", "id")
+    return _history(_with_attachments(conversation, turns))
+
+
+def _with_attachments(conversation: Conversation, messages: QuerySet[Message]) -> list[Message]:
+    """`messages`, each with its attachments (and their files) at hand: fetched in one more query where the
+    conversation has any, else known to be none without a query."""
+    if conversation.has_attachments:
+        return list(messages.prefetch_related("attachments__file"))
+    messages = list(messages)
+    for message in messages:
+        message._prefetched_objects_cache = {"attachments": []}
+    return messages
 
 
 def _history(messages: Iterable[Message]) -> list[dict]:
@@ -104,7 +116,7 @@ def conversation_message_send(
             f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long"
         )
     # One query for both the "one turn at a time" check and the history the agent gets.
-    messages = list(conversation.messages.order_by("created_at", "id").prefetch_related("attachments__file"))
+    messages = _with_attachments(conversation, conversation.messages.order_by("created_at", "id"))
     if any(message.is_active for message in messages):
         raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
@@ -119,15 +131,27 @@ def conversation_message_send(
     else:
         history.append({"role": "user", "content": content})
     return user_message, _start_turn(
-        conversation=conversation, user=user, history=history, api_key=api_key, attachments=unread
+        conversation=conversation,
+        user=user,
+        history=history,
+        api_key=api_key,
+        attachments=unread,
+        new_attachments=bool(uploads),
     )
 
 
 def _start_turn(
-    *, conversation: Conversation, user: User, history: list[dict], api_key: Any = None, attachments: bool = True
+    *,
+    conversation: Conversation,
+    user: User,
+    history: list[dict],
+    api_key: Any = None,
+    attachments: bool = True,
+    new_attachments: bool = False,
 ) -> Message:
     """The run and the pending assistant message of a turn, the worker's task enqueued on commit.
-    `attachments`: whether the conversation has files the worker must read before the agent runs."""
+    `attachments`: whether the conversation has files the worker must read before the agent runs;
+    `new_attachments`: whether this turn's message brought some."""
     run = run_start(
         agent=conversation.agent,
         messages=history or [{"role": "user", "content": ""}],
@@ -139,7 +163,10 @@ def _start_turn(
     assistant = Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run
     )
-    Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+    changes = {"updated_at": timezone.now()}
+    if new_attachments:
+        changes["has_attachments"] = True
+    Conversation.objects.filter(pk=conversation.pk).update(**changes)
     from conversations.tasks import chat_turn_execute
 
     timeout = run.spec["run_timeout_s"]

@@ -105,6 +105,17 @@ def test_an_attached_file_is_read_by_the_worker_and_given_to_the_agent(
     text = sent if isinstance(sent, str) else " ".join(part.get("text", "") for part in sent)
     assert "What is the lab's door code?" in text and "ZX-81" in text
     assert "“broken.pdf” could not be read" in text
+    # a later message without files: the agent still gets the earlier file's text in the history
+    fake_llm.script(Reply(content="Still ZX-81."))
+    later = committed.run(
+        tenant_a,
+        lambda: client.post(
+            f"/chat/{conversation.pk}/send/", {"content": "And again?"}, HTTP_ACCEPT="application/json", **host
+        ),
+    )
+    assert wait_answer(committed, tenant_a, later.json()["assistant_message_id"]).status == "completed"
+    history = [m["content"] for m in fake_llm.chat_requests()[-1]["messages"]]
+    assert any("ZX-81" in str(content) for content in history[:-1]) and history[-1] == "And again?"
     attachments = committed.run(tenant_a, lambda: {a.file.original_name: a for a in Attachment.objects.all()})
     assert attachments["codes.docx"].status == "ready"
     assert attachments["broken.pdf"].status == "failed" and attachments["broken.pdf"].error

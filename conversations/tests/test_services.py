@@ -104,3 +104,38 @@ def test_a_snapshot_too_large_to_send_is_left_out(tenant_a: Tenant) -> None:
     with tenant_context(tenant_a):
         message = message_finalize(message=_finished_answer(tenant_a, "x" * (MESSAGE_SNAPSHOT_MAX_BYTES + 1)))
         assert message_snapshot(message) is None
+
+
+def test_a_turn_looks_for_attached_files_only_in_conversations_that_have_some(tenant_a: Tenant) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.services.agents import agent_publish
+    from conversations.services import conversation_message_send, conversation_start
+
+    with tenant_context(tenant_a):
+        user = User.objects.get(email=owner_email("alpha"))
+        agent = Agent.objects.create(name="Reader", slug="reader", mode="chat")
+        agent_publish(agent=agent)
+        conversation = conversation_start(user=user, agent=agent)
+
+        def send(content: str, uploads: tuple = ()) -> list[str]:
+            with CaptureQueriesContext(connection) as queries:
+                _, answer = conversation_message_send(
+                    conversation=conversation, user=user, content=content, uploads=uploads
+                )
+            Message.objects.filter(pk=answer.pk).update(status=Message.Status.COMPLETED)
+            Message.objects.filter(conversation=conversation).update(status=Message.Status.COMPLETED)
+            return [q["sql"] for q in queries.captured_queries]
+
+        # a conversation without files: no query for attachments
+        assert not any("conversations_attachment" in sql for sql in send("hello"))
+        conversation.refresh_from_db()
+        assert conversation.has_attachments is False
+        # its first file marks it
+        send("see file", (SimpleUploadedFile("notes.txt", b"the key is 42", content_type="text/plain"),))
+        conversation.refresh_from_db()
+        assert conversation.has_attachments is True
+        # later turns look for files (the agent gets their text in the history)
+        assert any("conversations_attachment" in sql for sql in send("and?"))
