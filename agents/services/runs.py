@@ -283,7 +283,7 @@ def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
         recorder.emit(
             EventType.RUN_STARTED,
             {
-                "agent": run.agent.slug,
+                "agent": run.spec.get("slug") or run.agent.slug,  # the spec's: no query when the agent is not loaded
                 "version": run.version.number if run.version_id else None,
                 "mode": run.spec["mode"],
                 "trigger": run.trigger,
