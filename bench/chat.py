@@ -40,6 +40,7 @@ from bench.common import (  # noqa: E402
     celery_worker,
     cpu_by_role,
     cpu_check_us,
+    fake_model,
     free_port,
     percentile,
     setup_django,
@@ -47,7 +48,7 @@ from bench.common import (  # noqa: E402
     web_server,
 )
 
-WARM_UP = 8  # chats before the measured ones
+WARM_UP = 8  # chats in pairs before the measured ones; then one round of N concurrent chats
 
 
 def prepare(count: int, model_url: str) -> tuple[list[str], str]:
@@ -290,24 +291,20 @@ def main() -> None:
 
     services = start_services(redis_db=2)
     processes: list[subprocess.Popen] = []
-    fake = None
     try:
         setup_django()
-        from nexent_site.testing.fake_openai import FakeOpenAI, Reply
-
-        fake = FakeOpenAI(token_gap_s=args.token_gap).start()
-        answer = " ".join(f"tok{i}" for i in range(args.tokens))
-        reply = Reply(content=answer, delay_s=args.first_token)
-        fake.next_reply = lambda body: reply  # every request streams the same answer
+        answer = " ".join(f"tok{i}" for i in range(args.tokens))  # every request streams the same answer
+        model, model_url = fake_model(reply=answer, first_token_s=args.first_token, token_gap_s=args.token_gap)
+        processes.append(model)
         n = args.concurrency
         answer_s = args.first_token + args.tokens * args.token_gap
         shapes = {
             "steady": lambda: Shape("steady", n, args.turns, args.think, answer_s),
             "burst": lambda: Shape("burst", n, 1, 0, 0),
         }
-        baselines = {name: asyncio.run(direct_ttfts(fake.base_url, make())) for name, make in shapes.items()}
+        baselines = {name: asyncio.run(direct_ttfts(model_url, make())) for name, make in shapes.items()}
 
-        conversations, session = prepare(WARM_UP + 2 * n, fake.base_url)
+        conversations, session = prepare(WARM_UP + 3 * n, model_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
         # a turn holds a worker thread for its whole answer: one per chat, and 16 (the Procfile's default) for
@@ -329,10 +326,11 @@ def main() -> None:
         cpu_before = cpu_check_us()
         print(f"CPU check: sum(range(1000)) in {cpu_before:.1f} µs (lower is faster; 8.9 µs on a fast run)")
         timeout = 60 + answer_s * 4
-        warm_up, steady_ids, burst_ids = (
+        warm_up, concurrent_warm_up, steady_ids, burst_ids = (
             conversations[:WARM_UP],
             conversations[WARM_UP : WARM_UP + n],
-            conversations[WARM_UP + n :],
+            conversations[WARM_UP + n : WARM_UP + 2 * n],
+            conversations[WARM_UP + 2 * n :],
         )
 
         async def run(ids: list[str], shape: Shape, results: list) -> float:
@@ -346,6 +344,9 @@ def main() -> None:
 
         for index in range(0, WARM_UP, 2):  # pairs of chats, so that both web processes serve some first
             asyncio.run(run(warm_up[index : index + 2], Shape("burst", 2, 1, 0, 0), []))
+        # then N at once, as a server that has been up a while has served: each worker thread that will take a
+        # turn has had one (its database connection open, its first-use set-up done)
+        asyncio.run(run(concurrent_warm_up, Shape("burst", n, 1, 0, 0), []))
         figures = {}
         for name, ids in (("steady", steady_ids), ("burst", burst_ids)):
             results: list = []
@@ -375,8 +376,6 @@ def main() -> None:
         )
     finally:
         stop_all(processes)
-        if fake is not None:
-            fake.stop()
         services.stop()
 
 

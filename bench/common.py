@@ -37,11 +37,18 @@ def cpu_check_us() -> float:
 
 def cpu_by_role() -> dict[str, float]:
     """CPU seconds used so far by each kind of process on this machine, with their child processes: the web
-    server, the Celery worker, PostgreSQL, Redis, and this benchmark (its clients and the fake model). Take two
-    and subtract."""
+    server, the Celery worker, PostgreSQL, Redis, the fake model (when it runs as a process of its own, see
+    `fake_model`), and this benchmark (its clients, and the fake model when it runs inside). Take two and
+    subtract."""
     import psutil
 
-    roles = {"web": "uvicorn", "worker": "celery", "postgres": "postgres", "redis": "redis"}
+    roles = {
+        "web": "uvicorn",
+        "worker": "celery",
+        "postgres": "postgres",
+        "redis": "redis",
+        "model": "nexent_site.testing.fake_openai",
+    }
     totals = dict.fromkeys([*roles, "bench"], 0.0)
     counted: set[int] = set()
     for process in psutil.process_iter(["pid", "name", "cmdline"]):
@@ -84,6 +91,20 @@ def web_server(*, port: int, env: dict[str, str], workers: int = 2) -> subproces
     return subprocess.Popen(
         command, cwd=BASE_DIR, env={**WEB_ENV, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def fake_model(*, reply: str, first_token_s: float, token_gap_s: float) -> tuple[subprocess.Popen, str]:
+    """The fake OpenAI-compatible model as a process of its own, answering every chat request with `reply`:
+    a real provider runs elsewhere, it does not share this process's CPU time and GIL with the clients.
+    Returns the process and its base URL."""
+    from nexent_site.devstack import wait_for_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "nexent_site.testing.fake_openai", "--port", str(port)]
+    command += ["--token-gap", str(token_gap_s), "--reply", reply, "--first-token", str(first_token_s)]
+    process = subprocess.Popen(command, cwd=BASE_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, 30, "the fake model")
+    return process, f"http://127.0.0.1:{port}/v1"
 
 
 def stop_all(processes: list[subprocess.Popen]) -> None:

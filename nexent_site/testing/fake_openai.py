@@ -109,7 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "invalid JSON body")
             return
         fake = self.server.fake
-        fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        if fake.record_requests:
+            fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
         if not self._authorized():
             return
         if self.path.endswith("/chat/completions"):
@@ -291,8 +292,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, *, api_key: str | None = None, dimension: int = 384, token_gap_s: float = 0.0) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, dimension: int = 384, token_gap_s: float = 0.0, record_requests: bool = True
+    ) -> None:
         self.api_key = api_key
+        self.record_requests = record_requests  # into `requests`, for tests to read; not in long runs
         self.dimension = self._initial_dimension = dimension
         self.token_gap_s = token_gap_s
         self.embedding_status = 200
@@ -370,14 +374,21 @@ class FakeOpenAI:
 
 
 def main() -> None:
-    """`python -m nexent_site.testing.fake_openai --port 8199 [--token-gap 0.05]`: run it by hand."""
+    """`python -m nexent_site.testing.fake_openai --port 8199 [--token-gap 0.05] [--reply TEXT --first-token 0.2]`:
+    run it by hand, or as a process of its own (the benchmarks: a provider does not share the clients' CPU
+    time and GIL). With `--reply`, every chat request gets TEXT, its first byte after `--first-token` s."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8199)
     parser.add_argument("--token-gap", type=float, default=0.0)
+    parser.add_argument("--reply", default=None, help="answer every chat request with this text")
+    parser.add_argument("--first-token", type=float, default=0.0, help="with --reply: seconds before its first byte")
     args = parser.parse_args()
-    fake = FakeOpenAI(token_gap_s=args.token_gap)
+    fake = FakeOpenAI(token_gap_s=args.token_gap, record_requests=False)
+    if args.reply is not None:
+        reply = Reply(content=args.reply, delay_s=args.first_token)
+        fake.next_reply = lambda body: reply
     server = _Server(("127.0.0.1", args.port), _Handler)
     server.fake = fake
     print(f"fake OpenAI-compatible server on http://127.0.0.1:{args.port}/v1", flush=True)
