@@ -293,7 +293,12 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(
-        self, *, api_key: str | None = None, dimension: int = 384, token_gap_s: float = 0.0, record_requests: bool = True
+        self,
+        *,
+        api_key: str | None = None,
+        dimension: int = 384,
+        token_gap_s: float = 0.0,
+        record_requests: bool = True,
     ) -> None:
         self.api_key = api_key
         self.record_requests = record_requests  # into `requests`, for tests to read; not in long runs
