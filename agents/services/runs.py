@@ -5,7 +5,10 @@ What callers may rely on:
 - every run ends with a `run_finished` event, after which the stored AgentRun is the source of truth;
 - `seq` increases by one per event, and the events are in the run's Redis stream for reconnects; the
   stored steps (RunStep, every event but text deltas) are written in batches, at most STEP_FLUSH_S behind
-  the stream, all of them but `run_finished` before the run's row says it finished, and that one with it.
+  the stream once a step worth reading while the run goes on is among them (a tool call or result, a
+  sub-agent's step, an error, the final answer: not the run's start or a step's start alone, which tell
+  nothing the run's row does not), all of them but `run_finished` before the run's row says it finished,
+  and that one with it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ CANCEL_CHECK_INTERVAL_S = 0.2
 # Stored steps are written in batches, off the path to the model's first token; a live reader gets events
 # from the run's Redis stream, the steps are its durable trace.
 STEP_FLUSH_S = 1.0
+# Steps that, alone, wait for the next flush: a chat-mode answer's steps are all written with its end
+QUIET_STEP_TYPES = {EventType.RUN_STARTED, EventType.STEP_STARTED}
 ROLES = ("system", "user", "assistant")
 RUN_OVERRIDES = ("temperature", "max_tokens")
 
@@ -206,6 +211,7 @@ class _RunRecorder:
         self._next_cancel_check = 0.0
         self.stopping = True  # no stop checks until the run is under way
         self._steps: list[RunStep] = []
+        self._steps_to_show = False  # whether a buffered step is one worth writing before the run ends
         self._flush_at = self.started + STEP_FLUSH_S
 
     def check_stop(self) -> None:
@@ -230,7 +236,8 @@ class _RunRecorder:
         self._next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL_S
         if event_type in STORED_EVENT_TYPES:
             self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data))
-        if self._steps and time.monotonic() >= self._flush_at:
+            self._steps_to_show = self._steps_to_show or event_type not in QUIET_STEP_TYPES
+        if self._steps_to_show and time.monotonic() >= self._flush_at:
             self.flush()
 
     def stored_event(self, event_type: EventType, data: dict) -> dict:
@@ -241,7 +248,7 @@ class _RunRecorder:
 
     def flush(self) -> None:
         """Write the stored steps emitted since the last flush, in one statement."""
-        steps, self._steps = self._steps, []
+        steps, self._steps, self._steps_to_show = self._steps, [], False
         self._flush_at = time.monotonic() + STEP_FLUSH_S
         if steps:
             RunStep.objects.bulk_create(steps)

@@ -398,3 +398,36 @@ def test_each_publish_also_tells_whether_the_run_was_cancelled(tenant_a: Tenant,
     finally:
         client.delete(run_cancel_key(tenant_a.schema_name, run_id), run_cancel_key(tenant_b.schema_name, run_id))
         publisher.close()
+
+
+def test_stored_steps_are_written_mid_run_once_one_is_worth_reading(
+    committed: Committed, published_agent: Any, tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-run, the stored steps are written at most STEP_FLUSH_S behind the stream; the run's start and a step's
+    start alone wait for the next flush (they tell nothing the run's row does not), so a chat answer's steps are
+    all written with its end, and a tool call brings the ones before it."""
+    from agents.models import Agent
+    from agents.services import runs
+
+    published_agent(slug="recorded", mode="chat")
+    monkeypatch.setattr(runs, "STEP_FLUSH_S", 0.0)  # every emit is past the flush interval
+
+    def record() -> tuple[list[str], list[str]]:
+        run = run_start(agent=Agent.objects.get(slug="recorded"), messages="hi", trigger="api", enqueue=False)
+        recorder = runs._RunRecorder(run)
+        try:
+            recorder.emit(EventType.RUN_STARTED, {"agent": "recorded"})
+            recorder.emit(EventType.STEP_STARTED, {"step": 1})
+            recorder.emit(EventType.TEXT_DELTA, {"text": "thinking"})
+            before_tool = list(RunStep.objects.filter(run=run).values_list("type", flat=True))
+            recorder.emit(EventType.TOOL_CALL, {"id": "c1", "name": "calculator", "arguments": {}})
+            after_tool = list(RunStep.objects.filter(run=run).order_by("seq").values_list("type", flat=True))
+        finally:
+            recorder.close()
+            AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED, last_seq=recorder.seq)
+        return before_tool, after_tool
+
+    before_tool, after_tool = committed.run(tenant_a, record)
+
+    assert before_tool == []
+    assert after_tool == ["run_started", "step_started", "tool_call"]
