@@ -25,10 +25,12 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
         return None
     if message.run_id is None:
         return None
-    message_mark_streaming(message=message)
     if attachments and turn_attachments_read(message=message):
         message.run.refresh_from_db(fields=["input"])
-    run = run_execute(run_id=str(message.run_id), run=message.run)
+    # "streaming" once the answer's first words (or step) are out: the update is off the path to the first token
+    run = run_execute(
+        run_id=str(message.run_id), run=message.run, on_first_output=lambda: message_mark_streaming(message=message)
+    )
     message = message_finalize(message=message, run=run)
     conversation = message.conversation
     conversation_notify(

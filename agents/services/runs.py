@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -198,8 +199,9 @@ def _mcp_servers_for(spec: dict) -> dict[str, dict]:
 class _RunRecorder:
     """Numbers, publishes and stores the events of one run; tells the engine when to stop."""
 
-    def __init__(self, run: AgentRun) -> None:
+    def __init__(self, run: AgentRun, on_first_output: Callable[[], None] | None = None) -> None:
         self.run = run
+        self.on_first_output = on_first_output
         self.schema = connection.schema_name
         # every publish also asks whether the run was cancelled, in the same round trip
         self.publisher = RunEventPublisher(self.schema, str(run.id), watch_key=run_cancel_key(self.schema, str(run.id)))
@@ -233,6 +235,9 @@ class _RunRecorder:
         if event_type is EventType.TEXT_DELTA and self.first_token_ms is None:
             self.first_token_ms = int((time.monotonic() - self.started) * 1000)
         self.publisher.publish(event)
+        if self.on_first_output is not None and not self.stopping and event_type not in QUIET_STEP_TYPES:
+            on_first_output, self.on_first_output = self.on_first_output, None
+            on_first_output()  # after the publish: off the path to the first token
         self._next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL_S
         if event_type in STORED_EVENT_TYPES:
             self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data))
@@ -258,9 +263,12 @@ class _RunRecorder:
         self.redis.close()
 
 
-def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
+def run_execute(
+    *, run_id: str, run: AgentRun | None = None, on_first_output: Callable[[], None] | None = None
+) -> AgentRun | None:
     """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
-    given already loaded (with its agent and version); it is claimed the same way."""
+    given already loaded (with its agent and version); it is claimed the same way. `on_first_output` is called
+    once the run's first output (a text delta, a tool call, an error…) is published, if it gets that far."""
     if run is None:
         run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
@@ -281,7 +289,7 @@ def run_execute(*, run_id: str, run: AgentRun | None = None) -> AgentRun | None:
         return run
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
-    recorder = _RunRecorder(run)
+    recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
     slots: list[ProviderSlot] = []

@@ -118,6 +118,29 @@ async def test_the_finished_answer_comes_back_in_the_pages_language(
     assert expected in done["html"] and absent not in done["html"]
 
 
+async def test_an_answer_is_pending_until_its_first_words_then_streaming(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    """The message says "streaming" once the answer's first words are out (marked after they are published,
+    off the path to the first token), "pending" while the model has yet to answer."""
+    conversation, cookie = await asyncio.to_thread(chat, "marker", mode="chat")
+    fake_llm.script(Reply(content=" ".join(f"w{i}" for i in range(20)), delay_s=1.0, token_gap_s=0.1))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "take your time"})
+    while (await communicator.receive_json_from(timeout=20))["type"] != "step_started":
+        pass  # the run started and the model was asked: it answers after a second
+    while_thinking = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1].status
+    while (await communicator.receive_json_from(timeout=20))["type"] != "text_delta":
+        pass
+    await asyncio.sleep(0.3)  # the words are out; the update follows them
+    while_writing = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1].status
+    frames = await frames_until(communicator, "message_done")
+    await communicator.disconnect()
+
+    assert (while_thinking, while_writing, frames[-1]["status"]) == ("pending", "streaming", "completed")
+
+
 async def test_stop_saves_the_partial_answer_as_stopped(
     chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
 ) -> None:
