@@ -15,13 +15,13 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from agents.models import Agent, AgentRun, RunStatus, RunStep
+from agents.models import Agent, AgentRun, ModelProvider, ProviderKind, RunStatus, RunStep
 from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_default
 from agents.services.runs import run_cancel, run_start
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from nexent_site.errors import ApplicationError
-from nexent_site.integrations.openai_compat import client_for
+from nexent_site.integrations.openai_compat import chat_complete, completion_text
 
 logger = logging.getLogger(__name__)
 
@@ -313,34 +313,38 @@ def message_from_snapshot(snapshot: dict) -> Message:
     return message
 
 
-def conversation_title_ensure(*, conversation: Conversation) -> str:
-    """After the first exchange: a short title from the chat model, falling back to the first words."""
-    if conversation.title:
-        return conversation.title
-    first = conversation.messages.filter(role=Message.Role.USER).order_by("created_at").first()
+def conversation_title_ensure(*, conversation_id: str, provider_id: int | None = None) -> str:
+    """After the first exchange: a short title from the chat model (the provider `provider_id`, else the
+    tenant's default), falling back to the first words. "" when the conversation has a title already (or is
+    gone): the model is not asked then."""
+    first = (
+        Message.objects.filter(conversation_id=conversation_id, conversation__title="", role=Message.Role.USER)
+        .order_by("created_at")
+        .values_list("content", flat=True)
+        .first()
+    )
     if first is None:
         return ""
-    fallback = " ".join(first.content.split()[:8])[:80]
-    title = fallback
-    provider = conversation.agent.chat_provider or provider_default("chat")
+    title = " ".join(first.split()[:8])[:80]  # unless the model suggests a better one
+    provider = (
+        ModelProvider.objects.filter(pk=provider_id, kind=ProviderKind.CHAT).first() if provider_id else None
+    ) or provider_default("chat")
     if provider is not None:
         config = provider_config(provider)
         try:
-            response = client_for(config).chat.completions.create(
-                model=config.model,
-                messages=[
-                    {"role": "system", "content": TITLE_PROMPT},
-                    {"role": "user", "content": first.content[:2000]},
-                ],
+            completion = chat_complete(
+                config,
+                messages=[{"role": "system", "content": TITLE_PROMPT}, {"role": "user", "content": first[:2000]}],
                 max_tokens=20,
                 temperature=0.2,
             )
-            suggestion = (response.choices[0].message.content or "").strip().strip('"').splitlines()
+            suggestion = completion_text(completion).strip().strip('"').splitlines()
             if suggestion and 2 <= len(suggestion[0]) <= 80:
                 title = suggestion[0]
         except Exception as exc:  # the fallback title is fine; log why
-            logger.info("title generation failed for %s: %s", conversation.pk, type(exc).__name__)
-    Conversation.objects.filter(pk=conversation.pk, title="").update(title=title)
+            logger.info("title generation failed for %s: %s", conversation_id, type(exc).__name__)
+    if not Conversation.objects.filter(pk=conversation_id, title="").update(title=title):
+        return ""  # titled meanwhile (renamed by its user)
     return title
 
 

@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from agents.services.runs import run_execute
-from conversations.models import Conversation, Message
+from conversations.models import Message
 from conversations.services import (
     conversation_notify,
     conversation_title_ensure,
@@ -46,19 +46,15 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     )
     if message.status == Message.Status.COMPLETED and not conversation.title:
         # a task of its own: the model call for the title must not keep this worker thread from the next turn
-        conversation_title_generate.delay(str(conversation.pk))
+        conversation_title_generate.delay(str(conversation.pk), message.run.spec.get("provider_id"))
     return message.status
 
 
 @shared_task(name="conversations.tasks.conversation_title_generate", acks_late=True, ignore_result=True)
-def conversation_title_generate(conversation_id: str) -> str | None:
-    """After the first exchange: the title (from the chat model, else the first words), sent to open pages."""
-    try:  # with the agent's chat provider, which the title is asked of
-        conversation = Conversation.objects.select_related("agent__chat_provider").get(pk=conversation_id)
-    except Conversation.DoesNotExist:
-        return None
-    if conversation.title:
-        return None
-    title = conversation_title_ensure(conversation=conversation)
-    conversation_notify(conversation_id=conversation_id, payload={"type": "title", "title": title})
-    return title
+def conversation_title_generate(conversation_id: str, provider_id: int | None = None) -> str | None:
+    """After the first exchange: the title (from the chat model that answered, else the first words), sent to
+    open pages. Nothing when the conversation has a title already."""
+    title = conversation_title_ensure(conversation_id=conversation_id, provider_id=provider_id)
+    if title:
+        conversation_notify(conversation_id=conversation_id, payload={"type": "title", "title": title})
+    return title or None

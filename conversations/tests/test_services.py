@@ -17,6 +17,7 @@ from conversations.services import (
     message_from_snapshot,
     message_snapshot,
 )
+from nexent_site.testing.fake_openai import FakeOpenAI
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +140,45 @@ def test_a_turn_looks_for_attached_files_only_in_conversations_that_have_some(te
         assert conversation.has_attachments is True
         # later turns look for files (the agent gets their text in the history)
         assert any("conversations_attachment" in sql for sql in send("and?"))
+
+
+def test_a_title_comes_from_the_chat_model_else_from_the_first_words(tenant_a: Tenant, fake_llm: FakeOpenAI) -> None:
+    """The conversation's title: the model's suggestion (the local OpenAI-compatible test server stands in for
+    the provider), the first words when the model fails, and nothing, without asking the model, when the
+    conversation has a title already."""
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_title_ensure
+    from nexent_site.testing.fake_openai import Reply
+
+    with tenant_context(tenant_a):
+        provider = make_provider(fake_llm)
+        agent = Agent.objects.create(name="Titler", slug="titler", chat_provider=provider)
+        user = User.objects.get(email=owner_email("alpha"))
+
+        def conversation(first: str, title: str = "") -> Conversation:
+            made = Conversation.objects.create(user=user, agent=agent, title=title)
+            Message.objects.create(conversation=made, role=Message.Role.USER, content=first)
+            return made
+
+        named, failed, titled = (
+            conversation("How do I plan a trip to Kyoto in spring with kids"),
+            conversation("Summarise the quarterly budget for the board meeting next week please"),
+            conversation("Anything", title="Mine"),
+        )
+        fake_llm.script(Reply(content='"Kyoto family trip"', title=True), Reply(status=500, title=True))
+
+        assert conversation_title_ensure(conversation_id=str(named.pk), provider_id=provider.pk) == "Kyoto family trip"
+        assert conversation_title_ensure(conversation_id=str(failed.pk), provider_id=provider.pk) == (
+            "Summarise the quarterly budget for the board meeting"
+        )
+        asked = len(fake_llm.chat_requests())
+        assert conversation_title_ensure(conversation_id=str(titled.pk), provider_id=provider.pk) == ""
+
+        assert len(fake_llm.chat_requests()) == asked == 2
+        assert fake_llm.chat_requests()[0]["messages"][1]["content"].startswith("How do I plan")
+        titles = dict(Conversation.objects.filter(agent=agent).values_list("pk", "title"))
+        assert titles == {
+            named.pk: "Kyoto family trip",
+            failed.pk: "Summarise the quarterly budget for the board meeting",
+            titled.pk: "Mine",
+        }

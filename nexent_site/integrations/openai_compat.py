@@ -146,6 +146,26 @@ def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
         response.close()
 
 
+def chat_complete(config: ProviderConfig, **params: Any) -> dict:
+    """A chat completion (`params` as for `chat.completions.create`, not streamed) as the provider's plain JSON.
+    Sent like `chat_stream`, by the provider's OpenAI client (its URL, key, headers, timeout and exceptions),
+    without the SDK's typed request walk and response objects: for small calls made often (titles)."""
+    body = {"model": config.model, **params}
+    response = client_for(config).post("/chat/completions", cast_to=httpx.Response, body=body)
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderError("malformed response: not JSON", code="malformed") from None
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a chat completion's first choice in the provider's JSON ("" when there is none)."""
+    try:
+        return completion["choices"][0]["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError):
+        return ""
+
+
 def chat_ping(config: ProviderConfig) -> str:
     """One real, tiny chat completion. Returns the model's text."""
     try:
