@@ -182,3 +182,22 @@ def test_a_title_comes_from_the_chat_model_else_from_the_first_words(tenant_a: T
             failed.pk: "Summarise the quarterly budget for the board meeting",
             titled.pk: "Mine",
         }
+
+
+def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
+    tenant_a: Tenant, tenant_b: Tenant, fake_llm: FakeOpenAI
+) -> None:
+    """The task runs in the schema of the tenant that enqueued it: A's conversation id means nothing in B."""
+    from conversations.services import conversation_title_ensure
+
+    with tenant_context(tenant_a):
+        agent = Agent.objects.create(name="Private", slug="private")
+        theirs = Conversation.objects.create(user=User.objects.get(email=owner_email("alpha")), agent=agent)
+        Message.objects.create(conversation=theirs, role=Message.Role.USER, content="A's secret plans")
+
+    with tenant_context(tenant_b):
+        assert conversation_title_ensure(conversation_id=str(theirs.pk)) == ""
+
+    assert fake_llm.chat_requests() == []
+    with tenant_context(tenant_a):
+        assert Conversation.objects.get(pk=theirs.pk).title == ""
