@@ -17,7 +17,7 @@ events per second; and lost, duplicated and misrouted events over every turn (ch
 stored stream). Last line: JSON.
 
     python bench/chat.py [--concurrency 50] [--turns 4] [--think 0.2] [--tokens 40] [--token-gap 0.05]
-                         [--first-token 0.2] [--workers 2] [--worker-threads N]
+                         [--first-token 0.2] [--workers 2] [--worker-threads N] [--turns-file turns.jsonl]
 """
 
 from __future__ import annotations
@@ -223,6 +223,20 @@ def check(results: list) -> tuple[int, int, int, int]:
     return delivered, lost, duplicated, misrouted
 
 
+def write_turns(path: str, shape: str, results: list, baseline: list[float]) -> None:
+    """Each turn of a shape as a JSON line: when it was sent (s after the shape's first), the time to first token
+    it added, and its marks (ms after sending), to find what the slow ones had in common."""
+    direct = statistics.median(t for t in baseline if t == t)
+    first_sent = min((r["sent"] for r in results if "sent" in r), default=0)
+    with open(path, "a") as out:
+        for r in results:
+            added = round((r["ttft"] - direct) * 1000, 1) if r["ttft"] is not None else None
+            marks = {name: round(value * 1000, 1) for name, value in r["marks"].items()}
+            sent = round(r["sent"] - first_sent, 3) if "sent" in r else None
+            line = {"shape": shape, "run_id": r["run_id"], "sent_s": sent, "added_ms": added, "marks_ms": marks}
+            out.write(json.dumps({**line, "error": r.get("error")}) + "\n")
+
+
 def summarise(name: str, results: list, baseline: list[float], wall: float, cpu: dict[str, float]) -> dict:
     """Print one shape's figures; return them."""
     direct = statistics.median(t for t in baseline if t == t)
@@ -279,6 +293,9 @@ def main() -> None:
     parser.add_argument("--token-gap", type=float, default=0.05)
     parser.add_argument("--first-token", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2, as make run)")
+    parser.add_argument(
+        "--turns-file", default=None, help="also write each measured turn (marks in ms) to this file as JSON lines"
+    )
     parser.add_argument(
         "--worker-threads",
         type=int,
@@ -354,6 +371,8 @@ def main() -> None:
             wall = asyncio.run(run(ids, shapes[name](), results))
             cpu = {role: seconds - before[role] for role, seconds in cpu_by_role().items()}
             figures[name] = summarise(name, results, baselines[name], wall, cpu)
+            if args.turns_file:
+                write_turns(args.turns_file, name, results, baselines[name])
         steady, burst = figures["steady"], figures["burst"]
         print(
             json.dumps(
