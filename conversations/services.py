@@ -15,9 +15,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from agents.models import Agent, AgentRun, ModelProvider, ProviderKind, RunStatus, RunStep
+from agents.models import Agent, AgentRun, ProviderKind, RunStatus, RunStep
 from agents.runtime.streams import group_send_sync
-from agents.services.providers import provider_config, provider_default
+from agents.services.providers import provider_config, provider_or_default
 from agents.services.runs import run_cancel, run_start
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from nexent_site.errors import ApplicationError
@@ -326,9 +326,7 @@ def conversation_title_ensure(*, conversation_id: str, provider_id: int | None =
     if first is None:
         return ""
     title = " ".join(first.split()[:8])[:80]  # unless the model suggests a better one
-    provider = (
-        ModelProvider.objects.filter(pk=provider_id, kind=ProviderKind.CHAT).first() if provider_id else None
-    ) or provider_default("chat")
+    provider = provider_or_default(provider_id, ProviderKind.CHAT)
     if provider is not None:
         config = provider_config(provider)
         try:

@@ -6,6 +6,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import ConnectionStatus, ModelProvider, ProviderKind
@@ -72,6 +73,14 @@ def provider_test(*, provider: ModelProvider) -> ModelProvider:
 
 def provider_default(kind: str) -> ModelProvider | None:
     return ModelProvider.objects.filter(kind=kind, is_default=True).first()
+
+
+def provider_or_default(provider_id: int | None, kind: str) -> ModelProvider | None:
+    """The provider `provider_id` of this kind, else (none given, or gone) the tenant's default one; one query."""
+    if not provider_id:
+        return provider_default(kind)
+    candidates = ModelProvider.objects.filter(Q(pk=provider_id) | Q(is_default=True), kind=kind)
+    return min(candidates, key=lambda provider: provider.pk != provider_id, default=None)
 
 
 def builtin_provider_settings() -> list[dict]:

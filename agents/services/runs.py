@@ -213,7 +213,6 @@ class _RunRecorder:
         self._next_cancel_check = 0.0
         self.stopping = True  # no stop checks until the run is under way
         self._steps: list[RunStep] = []
-        self._steps_to_show = False  # whether a buffered step is one worth writing before the run ends
         self._flush_at = self.started + STEP_FLUSH_S
 
     def check_stop(self) -> None:
@@ -241,9 +240,12 @@ class _RunRecorder:
         self._next_cancel_check = time.monotonic() + CANCEL_CHECK_INTERVAL_S
         if event_type in STORED_EVENT_TYPES:
             self._steps.append(RunStep(run=self.run, seq=self.seq, type=event_type, agent_path=agent, data=data))
-            self._steps_to_show = self._steps_to_show or event_type not in QUIET_STEP_TYPES
-        if self._steps_to_show and time.monotonic() >= self._flush_at:
+        if self._steps and time.monotonic() >= self._flush_at and self._steps_worth_writing():
             self.flush()
+
+    def _steps_worth_writing(self) -> bool:
+        """Whether a buffered step is one worth writing before the run ends."""
+        return any(step.type not in QUIET_STEP_TYPES for step in self._steps)
 
     def stored_event(self, event_type: EventType, data: dict) -> dict:
         """The next event, numbered and its step buffered for the next flush, but not published yet."""
@@ -253,7 +255,7 @@ class _RunRecorder:
 
     def flush(self) -> None:
         """Write the stored steps emitted since the last flush, in one statement."""
-        steps, self._steps, self._steps_to_show = self._steps, [], False
+        steps, self._steps = self._steps, []
         self._flush_at = time.monotonic() + STEP_FLUSH_S
         if steps:
             RunStep.objects.bulk_create(steps)
