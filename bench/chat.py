@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -364,6 +365,11 @@ def main() -> None:
         # then N at once, as a server that has been up a while has served: each worker thread that will take a
         # turn has had one (its database connection open, its first-use set-up done)
         asyncio.run(run(concurrent_warm_up, Shape("burst", n, 1, 0, 0), []))
+        # the benchmark's own objects out of the garbage collector's full passes, as the platform's processes do
+        # theirs (nexent_site/process_ready.py): a 100-250 ms pause in this process would delay every client's
+        # frames, and count as latency added by the platform
+        gc.collect()
+        gc.freeze()
         figures = {}
         for name, ids in (("steady", steady_ids), ("burst", burst_ids)):
             results: list = []

@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from api.mcp_server import is_mcp_path, mcp_application  # noqa: E402
+from nexent_site.process_ready import process_ready  # noqa: E402
 from nexent_site.routing import websocket_urlpatterns  # noqa: E402
 from nexent_site.tenancy import TenantWebsocketMiddleware  # noqa: E402
 
@@ -30,3 +31,5 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
+
+process_ready()  # before the first request: URLconfs and templates loaded, start-up's objects frozen

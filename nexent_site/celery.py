@@ -7,7 +7,7 @@ refuses to run anything for a suspended tenant.
 import os
 from typing import Any
 
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_ready
 from tenant_schemas_celery.app import CeleryApp
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nexent_site.settings")
@@ -40,3 +40,14 @@ def _close_old_database_connections(**kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _process_ready(**kwargs: Any) -> None:
+    """Once the worker has loaded the tasks (and in each child of a prefork pool): start-up's objects frozen, so
+    the garbage collector's full passes stop every task thread for milliseconds, not hundreds of them (see
+    nexent_site/process_ready.py)."""
+    from nexent_site.process_ready import process_ready
+
+    process_ready()
