@@ -169,12 +169,16 @@ def completion_text(completion: Any) -> str:
 def chat_ping(config: ProviderConfig) -> str:
     """One real, tiny chat completion. Returns the model's text."""
     try:
-        response = client_for(config).chat.completions.create(
-            model=config.model, messages=[{"role": "user", "content": PING_MESSAGE}], max_tokens=5, temperature=0
+        completion = chat_complete(
+            config, messages=[{"role": "user", "content": PING_MESSAGE}], max_tokens=5, temperature=0
         )
-        return response.choices[0].message.content or ""
+    except ProviderError:
+        raise
     except Exception as exc:
         raise describe_error(exc, config) from None
+    if not isinstance(completion, dict) or not completion.get("choices"):
+        raise ProviderError("malformed response: no choices", code="malformed")
+    return completion_text(completion)
 
 
 def embed(config: ProviderConfig, texts: Sequence[str], *, input_type: str = "query") -> list[list[float]]:
