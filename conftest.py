@@ -229,9 +229,10 @@ def _database_url() -> str:
 
 
 @contextmanager
-def worker_process(queue: str, **env_overrides: str) -> Iterator[dict]:
-    """A real Celery worker process (prefork, 2 children) on the test database and real Redis, consuming
-    `queue`; stopped (TERM, then KILL) on exit."""
+def worker_process(queue: str, *, background: bool = True, **env_overrides: str) -> Iterator[dict]:
+    """A real Celery worker process (prefork, 2 children) on the test database and real Redis, consuming the
+    chat queue `queue` and (unless `background` is False) its background queue, "<queue>.background" (see
+    nexent_site/task_routes.py); stopped (TERM, then KILL) on exit."""
     from nexent_site.celery import app
 
     hostname = f"test-{queue}-{uuid.uuid4().hex[:4]}@%h"
@@ -254,7 +255,7 @@ def worker_process(queue: str, **env_overrides: str) -> Iterator[dict]:
             "--concurrency",
             "2",
             "--queues",
-            queue,
+            f"{queue},{queue}.background" if background else queue,
             "--hostname",
             hostname,
             "--loglevel",

@@ -32,6 +32,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.common import (  # noqa: E402
+    background_worker,
     celery_worker,
     cpu_check_us,
     free_port,
@@ -214,6 +215,7 @@ def main() -> None:
         processes += [  # as make run starts them
             web_server(port=port, env=env),
             *(celery_worker(queue=queue, pool="threads", concurrency=16, env=env) for _ in range(2)),
+            background_worker(queue=queue, env=env),
         ]
         wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts

@@ -38,6 +38,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.common import (  # noqa: E402
+    background_worker,
     celery_worker,
     cpu_by_role,
     cpu_check_us,
@@ -325,8 +326,8 @@ def main() -> None:
         conversations, session = prepare(WARM_UP + 3 * n, model_url)
         port, queue = free_port(), f"bench-{os.getpid()}"
         env = dict(os.environ, CELERY_QUEUE=queue, NEXENT_PORT=str(port))
-        # a turn holds a worker thread for its whole answer: one per chat, and 16 (the Procfile's default) for
-        # the conversations' title tasks and a margin
+        # a turn holds a worker thread for its whole answer: one per chat, and 16 (the Procfile's default) as a
+        # margin (the conversations' title tasks run in the background worker)
         threads = args.worker_threads or min(n + 16, 200)
         pool = os.environ.get("BENCH_POOL", "threads")
         processes.append(web_server(port=port, env=env))
@@ -334,6 +335,7 @@ def main() -> None:
             processes.append(
                 celery_worker(queue=queue, pool=pool, concurrency=max(threads // args.workers, 1), env=env)
             )
+        processes.append(background_worker(queue=queue, env=env))  # the conversations' titles
         wait_for_port(port, 90, "the web server")
         time.sleep(3)  # the worker starts
         print(

@@ -75,12 +75,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def celery_worker(*, queue: str, pool: str, concurrency: int, env: dict[str, str]) -> subprocess.Popen:
-    """A real Celery worker consuming `queue`, quiet."""
+def celery_worker(*, queue: str, pool: str, concurrency: int, env: dict[str, str], nice: int = 0) -> subprocess.Popen:
+    """A real Celery worker consuming `queue` (a comma-separated list of queues), quiet; at CPU priority `nice`."""
     command = [sys.executable, "-m", "celery", "-A", "nexent_site", "worker", "--pool", pool]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]
     command += ["--concurrency", str(concurrency), "--queues", queue, "--loglevel", "WARNING"]
     command += ["--without-mingle", "--without-gossip"]
     return subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def background_worker(*, queue: str, env: dict[str, str]) -> subprocess.Popen:
+    """The worker of the background queue of chat queue `queue`, as the Procfile's `background` runs it
+    (a pool of 4 threads, at a lower CPU priority; see nexent_site/task_routes.py)."""
+    return celery_worker(queue=f"{queue}.background", pool="threads", concurrency=4, env=env, nice=10)
 
 
 def web_server(*, port: int, env: dict[str, str], workers: int = 2) -> subprocess.Popen:

@@ -186,7 +186,9 @@ def main() -> None:
         queue = f"bench-ingest-{os.getpid()}"
         app.conf.task_default_queue = queue
         env = dict(os.environ, CELERY_QUEUE=queue)
-        worker = celery_worker(queue=queue, pool="threads", concurrency=args.worker_threads, env=env)
+        # ingestion runs on the background queue (nexent_site/task_routes.py); at the default CPU priority here,
+        # with nothing else to give way to
+        worker = celery_worker(queue=f"{queue}.background", pool="threads", concurrency=args.worker_threads, env=env)
         processes.append(worker)
         deadline = time.monotonic() + 120
         while True:

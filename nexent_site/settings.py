@@ -223,6 +223,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="nexent")
+# Ingestion, titles and clean-ups go to a queue of their own, so that they never wait ahead of a chat turn
+# (nexent_site/task_routes.py); empty: the chat queue's name + ".background".
+CELERY_BACKGROUND_QUEUE = env.str("CELERY_BACKGROUND_QUEUE", default="")
+CELERY_TASK_ROUTES = ("nexent_site.task_routes.route_task",)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # tenant-schemas-celery's own tenant cache stays off: TenantTask caches the lookup until any tenant changes
 # (nexent_site.tenancy), so a suspension still stops the next task.
