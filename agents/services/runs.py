@@ -6,9 +6,9 @@ What callers may rely on:
 - `seq` increases by one per event, and the events are in the run's Redis stream for reconnects; the
   stored steps (RunStep, every event but text deltas) are written in batches, at most STEP_FLUSH_S behind
   the stream once a step worth reading while the run goes on is among them (a tool call or result, a
-  sub-agent's step, an error, the final answer: not the run's start or a step's start alone, which tell
-  nothing the run's row does not), all of them but `run_finished` before the run's row says it finished,
-  and that one with it.
+  sub-agent's step, an error: not the run's start or a step's start alone, which tell nothing the run's
+  row does not, nor the final answer alone, which the run's end writes a moment later), all of them but
+  `run_finished` before the run's row says it finished, and that one with it.
 """
 
 from __future__ import annotations
@@ -45,8 +45,12 @@ CANCEL_CHECK_INTERVAL_S = 0.2
 # Stored steps are written in batches, off the path to the model's first token; a live reader gets events
 # from the run's Redis stream, the steps are its durable trace.
 STEP_FLUSH_S = 1.0
-# Steps that, alone, wait for the next flush: a chat-mode answer's steps are all written with its end
+# Steps that are no output of the run's yet (the message is not "streaming" for them)
 QUIET_STEP_TYPES = {EventType.RUN_STARTED, EventType.STEP_STARTED}
+# Steps that, alone, wait for the next flush: a chat-mode answer's steps are all written with its end. The final
+# answer is the agent's last step, and the run's end (usage, run_finished) follows it at once: written alone it
+# was one INSERT more per run, a few milliseconds before the end's own.
+UNFLUSHED_STEP_TYPES = QUIET_STEP_TYPES | {EventType.FINAL_ANSWER}
 ROLES = ("system", "user", "assistant")
 RUN_OVERRIDES = ("temperature", "max_tokens")
 
@@ -245,7 +249,7 @@ class _RunRecorder:
 
     def _steps_worth_writing(self) -> bool:
         """Whether a buffered step is one worth writing before the run ends."""
-        return any(step.type not in QUIET_STEP_TYPES for step in self._steps)
+        return any(step.type not in UNFLUSHED_STEP_TYPES for step in self._steps)
 
     def stored_event(self, event_type: EventType, data: dict) -> dict:
         """The next event, numbered and its step buffered for the next flush, but not published yet."""

@@ -431,3 +431,43 @@ def test_stored_steps_are_written_mid_run_once_one_is_worth_reading(
 
     assert before_tool == []
     assert after_tool == ["run_started", "step_started", "tool_call"]
+
+
+def test_a_final_answer_alone_waits_for_the_runs_end_to_be_written(
+    committed: Committed, published_agent: Any, tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final answer is the agent's last step and the run's end follows it at once: it does not make an
+    INSERT of its own mid-run (it used to, a few milliseconds before the end's), but is written with the end."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.models import Agent
+    from agents.services import runs
+
+    published_agent(slug="finisher", mode="chat")
+    monkeypatch.setattr(runs, "STEP_FLUSH_S", 0.0)  # every emit is past the flush interval
+
+    def record() -> tuple[list[str], int, list[str]]:
+        run = run_start(agent=Agent.objects.get(slug="finisher"), messages="hi", trigger="api", enqueue=False)
+        recorder = runs._RunRecorder(run)
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                recorder.emit(EventType.RUN_STARTED, {"agent": "finisher"})
+                recorder.emit(EventType.STEP_STARTED, {"step": 1})
+                recorder.emit(EventType.TEXT_DELTA, {"text": "All done."})
+                recorder.emit(EventType.FINAL_ANSWER, {"text": "All done.", "citations": []})
+                before_end = list(RunStep.objects.filter(run=run).values_list("type", flat=True))
+                recorder.emit(EventType.USAGE, {"tokens_in": 1, "tokens_out": 2})
+                recorder.flush()  # the run's end
+            inserts = sum('INSERT INTO "agents_runstep"' in q["sql"] for q in queries.captured_queries)
+            stored = list(RunStep.objects.filter(run=run).order_by("seq").values_list("type", flat=True))
+        finally:
+            recorder.close()
+            AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED, last_seq=recorder.seq)
+        return before_end, inserts, stored
+
+    before_end, inserts, stored_steps = committed.run(tenant_a, record)
+
+    assert before_end == []
+    assert stored_steps == ["run_started", "step_started", "final_answer", "usage"]
+    assert inserts == 1
