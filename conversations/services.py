@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from agents.models import Agent, AgentRun, ProviderKind, RunStatus, RunStep
+from agents.models import Agent, AgentRun, ProviderKind, RunStatus
 from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_or_default
 from agents.services.runs import run_cancel, run_start
@@ -257,7 +257,7 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
         message.units.all().delete()
         message.citations.all().delete()
     units, citations = [], []
-    for step in RunStep.objects.filter(run=run).order_by("seq"):
+    for step in run.steps.all():  # in order; no query when the run comes from `run_execute`
         kind = EVENT_TO_UNIT.get(step.type)
         if kind is None:
             continue

@@ -217,6 +217,7 @@ class _RunRecorder:
         self._next_cancel_check = 0.0
         self.stopping = True  # no stop checks until the run is under way
         self._steps: list[RunStep] = []
+        self.written: list[RunStep] = []  # every step stored so far, in order
         self._flush_at = self.started + STEP_FLUSH_S
 
     def check_stop(self) -> None:
@@ -263,6 +264,7 @@ class _RunRecorder:
         self._flush_at = time.monotonic() + STEP_FLUSH_S
         if steps:
             RunStep.objects.bulk_create(steps)
+            self.written.extend(steps)
 
     def close(self) -> None:
         self.publisher.close()
@@ -355,6 +357,8 @@ def run_execute(
             usage_record(run=run)
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
+        # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
+        run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
     return run
 
 

@@ -201,3 +201,37 @@ def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
     assert fake_llm.chat_requests() == []
     with tenant_context(tenant_a):
         assert Conversation.objects.get(pk=theirs.pk).title == ""
+
+
+def test_a_turn_finalizes_its_message_from_the_steps_its_run_just_wrote(tenant_a: Tenant, fake_llm: FakeOpenAI) -> None:
+    """The worker's path: the run executed (against the local OpenAI-compatible test server standing in for the
+    provider), then its message written from the steps the run wrote, without reading them back."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.services.agents import agent_publish
+    from agents.services.runs import run_execute
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_message_send, conversation_start
+    from nexent_site.testing.fake_openai import Reply
+
+    with tenant_context(tenant_a):
+        user = User.objects.get(email=owner_email("alpha"))
+        agent = Agent.objects.create(name="Turner", slug="turner", mode="chat", chat_provider=make_provider(fake_llm))
+        agent_publish(agent=agent)
+        conversation = conversation_start(user=user, agent=agent)
+        _, answer = conversation_message_send(conversation=conversation, user=user, content="hello")
+        fake_llm.script(Reply(content="Hello back."))
+        run = run_execute(run_id=str(answer.run_id), run=answer.run)
+
+        with CaptureQueriesContext(connection) as queries:
+            message = message_finalize(message=answer, run=run)
+
+        assert not any('FROM "agents_runstep"' in q["sql"] for q in queries.captured_queries)
+        assert (message.status, message.content) == ("completed", "Hello back.")
+        stored = Message.objects.get(pk=message.pk)
+        assert [unit.kind for unit in stored.units.all()] == ["step", "final_answer"]
+        assert [unit.kind for unit in stored.units.all()] == [
+            unit.kind
+            for unit in message_finalize(message=stored).units.all()  # again, read from the database
+        ]
