@@ -23,6 +23,7 @@ class RunRelayMixin:
         if not hasattr(self, "_run_seqs"):
             self._run_seqs: dict[str, int] = {}
             self._run_groups: set[str] = set()
+            self._runs_relayed_to_end: set[str] = set()
         run_id = str(run_id)
         self._relay_schema = schema_name
         self._run_seqs[run_id] = max(self._run_seqs.get(run_id, 0), after)
@@ -53,6 +54,17 @@ class RunRelayMixin:
                 await self.send_json(earlier)
         self._run_seqs[run_id] = event["seq"]
         await self.send_json(event)
+        if event["type"] == TERMINAL_EVENT:
+            # nothing of this run comes after it: stop listening (a socket can follow hundreds of turns)
+            self._runs_relayed_to_end.add(run_id)
+            group = run_group_name(getattr(self, "_relay_schema", ""), run_id)
+            if group in self._run_groups:
+                self._run_groups.discard(group)
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    def run_relayed_to_end(self, run_id: str) -> bool:
+        """Whether this client has had every event of the run, its last included."""
+        return run_id in getattr(self, "_runs_relayed_to_end", ())
 
     async def run_event(self, message: dict) -> None:
         """Channel-layer handler for the events the worker sends to a run's group."""

@@ -131,7 +131,7 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
         payload = dict(event["payload"])
         if payload.get("type") == "message_done":
             run_id = payload.get("run_id")
-            if run_id and run_id in getattr(self, "_run_seqs", {}):
+            if run_id and run_id in getattr(self, "_run_seqs", {}) and not self.run_relayed_to_end(run_id):
                 # whatever of the run the channel layer may have dropped comes first, from the stream
                 await self.relay_run(self.tenant.schema_name, run_id)
             snapshot = payload.pop("message", None)

@@ -91,6 +91,42 @@ async def test_a_message_streams_and_is_stored_with_its_units(
     assert answer.tokens_in > 0
 
 
+async def test_a_page_stops_listening_to_a_run_once_it_has_relayed_its_end(
+    chat: Any, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    """A chat page may stay open for hundreds of turns: after a run's last event it unsubscribes from the run's
+    group (Redis PUBSUB NUMSUB counts the subscribers), and keeps listening to its conversation's notices."""
+    from agents.runtime.streams import group_message, redis_client, run_group_name
+    from conversations.services import conversation_group_name
+
+    conversation, cookie = await asyncio.to_thread(chat, "listener", mode="chat")
+    fake_llm.script(Reply(content="one two three four five six", token_gap_s=0.2), Reply(content="Heard", title=True))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+
+    def subscribers(group: str) -> int:
+        ((_, count),) = redis_client().pubsub_numsub(group_message(group, {})[0])
+        return count
+
+    await communicator.send_json_to({"type": "send", "content": "hello"})
+    run_id = (await frames_until(communicator, "message_created"))[-1]["run_id"]
+    run_group = run_group_name(tenant_a.schema_name, run_id)
+    await communicator.receive_json_from(timeout=20)  # the run's first event: the page is in the run's group
+    during = await asyncio.to_thread(subscribers, run_group)
+    frames = await frames_until(communicator, "message_done")
+    for _ in range(20):  # the unsubscription went out before message_done was relayed; Redis may lag a moment
+        if await asyncio.to_thread(subscribers, run_group) == 0:
+            break
+        await asyncio.sleep(0.1)
+    remaining = await asyncio.to_thread(subscribers, run_group)
+    conversation_group = conversation_group_name(tenant_a.schema_name, str(conversation.pk))
+    listening = await asyncio.to_thread(subscribers, conversation_group)
+    await communicator.disconnect()
+
+    assert [f["type"] for f in frames if "seq" in f][-1] == "run_finished"
+    assert during == 1 and remaining == 0 and listening == 1
+
+
 @pytest.mark.parametrize(
     ("cookies", "language", "expected", "absent"),
     [
