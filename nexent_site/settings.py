@@ -215,6 +215,10 @@ CHANNEL_LAYERS = {
 
 # --- Celery ---------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Redis brokers: kombu's Redis transport keeping one client per channel (nexent_site/broker.py)
+CELERY_BROKER_TRANSPORT = (
+    "nexent_site.broker:Transport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
+)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ACKS_LATE = True
