@@ -239,11 +239,12 @@ def message_mark_streaming(*, message: Message) -> None:
     Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).update(status=Message.Status.STREAMING)
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def message_finalize(*, message: Message, run: AgentRun | None = None) -> Message:
-    """Write the assistant message from its finished run (`run`, when the caller has it as it ended).
-    Idempotent: units and citations are rebuilt. `message` as loaded before: one still pending or streaming
-    has never been finalized, so it has no units or citations to remove."""
+    """Write the assistant message from its finished run (`run`, when the caller has it as it ended), in the
+    caller's transaction if there is one (the run's end, see conversations.tasks). Idempotent: units and
+    citations are rebuilt. `message` as loaded before: one still pending or streaming has never been
+    finalized, so it has no units or citations to remove."""
     run = run or AgentRun.objects.get(pk=message.run_id)
     if not run.is_finished:
         return message

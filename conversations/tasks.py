@@ -27,11 +27,18 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
         return None
     if attachments and turn_attachments_read(message=message):
         message.run.refresh_from_db(fields=["input"])
-    # "streaming" once the answer's first words (or step) are out: the update is off the path to the first token
+    finalized: list[Message] = []
     run = run_execute(
-        run_id=str(message.run_id), run=message.run, on_first_output=lambda: message_mark_streaming(message=message)
+        run_id=str(message.run_id),
+        run=message.run,
+        # "streaming" once the answer's first words (or step) are out: the update is off the path to the first token
+        on_first_output=lambda: message_mark_streaming(message=message),
+        # the message written in the transaction that stores the run's end: a page that sees `run_finished`
+        # finds it final
+        on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
     )
-    message = message_finalize(message=message, run=run)
+    # not executed here (delivered twice): the message from the run as stored
+    message = finalized[0] if finalized else message_finalize(message=message, run=run)
     conversation = message.conversation
     conversation_notify(
         conversation_id=str(conversation.pk),

@@ -272,11 +272,18 @@ class _RunRecorder:
 
 
 def run_execute(
-    *, run_id: str, run: AgentRun | None = None, on_first_output: Callable[[], None] | None = None
+    *,
+    run_id: str,
+    run: AgentRun | None = None,
+    on_first_output: Callable[[], None] | None = None,
+    on_finish: Callable[[AgentRun], None] | None = None,
 ) -> AgentRun | None:
     """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
     given already loaded (with its agent and version); it is claimed the same way. `on_first_output` is called
-    once the run's first output (a text delta, a tool call, an error…) is published, if it gets that far."""
+    once the run's first output (a text delta, a tool call, an error…) is published, if it gets that far.
+    `on_finish` is called with the finished run (its steps at hand) inside the transaction that stores the
+    run's end, before `run_finished` is published: what it writes is stored with the run's end, or neither
+    is. Not called when this call did not execute the run."""
     if run is None:
         run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
@@ -355,10 +362,12 @@ def run_execute(
             recorder.flush()
             _finish(run, status, error)
             usage_record(run=run)
+            # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
+            run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
+            if on_finish is not None:
+                on_finish(run)
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
-        # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
-        run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
     return run
 
 

@@ -2,6 +2,7 @@
 a real Celery worker, real PostgreSQL; the model provider is the local OpenAI-compatible test server."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -89,6 +90,57 @@ async def test_a_message_streams_and_is_stored_with_its_units(
     kinds = [unit.kind for unit in answer.units.all()]
     assert kinds[:3] == ["step", "tool_call", "tool_result"] and kinds[-1] == "final_answer"
     assert answer.tokens_in > 0
+
+
+async def test_a_page_that_sees_the_runs_end_finds_the_message_final(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    """The message is written in the transaction that stores the run's end, before `run_finished` goes out: a page
+    reloaded at that moment shows the final answer, never one still "streaming" whose run has ended. Shown with
+    PostgreSQL's own row lock: while another connection holds the message's row, `run_finished` does not go out;
+    once it lets go, the run ends with the message written."""
+    import psycopg
+
+    from conftest import _database_url
+
+    conversation, cookie = await asyncio.to_thread(chat, "closer", mode="chat")
+    fake_llm.script(Reply(content="one two three four five six seven eight", token_gap_s=0.15))
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "hello"})
+    await frames_until(communicator, "text_delta")
+
+    def message_status() -> str:
+        return stored_messages(committed, tenant_a, conversation)[-1].status
+
+    for _ in range(50):  # marked "streaming" just after the first words went out
+        if await asyncio.to_thread(message_status) == "streaming":
+            break
+        await asyncio.sleep(0.05)
+    holder = await asyncio.to_thread(psycopg.connect, _database_url())
+    try:
+        await asyncio.to_thread(
+            holder.execute,
+            f'SELECT 1 FROM "{tenant_a.schema_name}".conversations_message WHERE conversation_id = %s FOR UPDATE',
+            [conversation.pk],
+        )
+        frames = []
+        until = time.monotonic() + 3  # the answer is over in about a second; its end waits
+        while time.monotonic() < until:
+            if not await communicator.receive_nothing(timeout=0.1):
+                frames.append(await communicator.receive_json_from())
+        held_until_now = [f["type"] for f in frames]
+        await asyncio.to_thread(holder.rollback)
+        frames += await frames_until(communicator, "run_finished")
+    finally:
+        await asyncio.to_thread(holder.close)
+    _, answer = await asyncio.to_thread(stored_messages, committed, tenant_a, conversation)
+    await communicator.disconnect()
+
+    assert "text_delta" in held_until_now and "run_finished" not in held_until_now
+    assert frames[-1]["type"] == "run_finished"
+    assert (answer.status, answer.content) == ("completed", "one two three four five six seven eight")
+    assert [unit.kind for unit in answer.units.all()] == ["step", "final_answer"]
 
 
 async def test_a_page_stops_listening_to_a_run_once_it_has_relayed_its_end(
