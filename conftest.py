@@ -231,9 +231,10 @@ def _database_url() -> str:
 @contextmanager
 def worker_process(queue: str, *, background: bool = True, **env_overrides: str) -> Iterator[dict]:
     """A real Celery worker process (prefork, 2 children) on the test database and real Redis, consuming the
-    chat queue `queue` and (unless `background` is False) its background queue, "<queue>.background" (see
-    nexent_site/task_routes.py); stopped (TERM, then KILL) on exit."""
+    chat queue `queue` and (unless `background` is False) its background queue (see nexent_site/task_routes.py);
+    stopped (TERM, then KILL) on exit."""
     from nexent_site.celery import app
+    from nexent_site.task_routes import background_queue_for
 
     hostname = f"test-{queue}-{uuid.uuid4().hex[:4]}@%h"
     env = dict(
@@ -255,7 +256,7 @@ def worker_process(queue: str, *, background: bool = True, **env_overrides: str)
             "--concurrency",
             "2",
             "--queues",
-            f"{queue},{queue}.background" if background else queue,
+            f"{queue},{background_queue_for(queue)}" if background else queue,
             "--hostname",
             hostname,
             "--loglevel",

@@ -88,7 +88,9 @@ def celery_worker(*, queue: str, pool: str, concurrency: int, env: dict[str, str
 def background_worker(*, queue: str, env: dict[str, str]) -> subprocess.Popen:
     """The worker of the background queue of chat queue `queue`, as the Procfile's `background` runs it
     (a pool of 4 threads, at a lower CPU priority; see nexent_site/task_routes.py)."""
-    return celery_worker(queue=f"{queue}.background", pool="threads", concurrency=4, env=env, nice=10)
+    from nexent_site.task_routes import background_queue_for
+
+    return celery_worker(queue=background_queue_for(queue), pool="threads", concurrency=4, env=env, nice=10)
 
 
 def web_server(*, port: int, env: dict[str, str], workers: int = 2) -> subprocess.Popen:

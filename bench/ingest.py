@@ -175,6 +175,7 @@ def main() -> None:
         from nexent_site.celery import app
         from nexent_site.integrations.openai_compat import ProviderConfig, embed
         from nexent_site.localmodels import embed_command
+        from nexent_site.task_routes import background_queue_for
         from tenants.models import Tenant
         from tenants.services import platform_tenant_ensure, tenant_create
 
@@ -188,7 +189,9 @@ def main() -> None:
         env = dict(os.environ, CELERY_QUEUE=queue)
         # ingestion runs on the background queue (nexent_site/task_routes.py); at the default CPU priority here,
         # with nothing else to give way to
-        worker = celery_worker(queue=f"{queue}.background", pool="threads", concurrency=args.worker_threads, env=env)
+        worker = celery_worker(
+            queue=background_queue_for(queue), pool="threads", concurrency=args.worker_threads, env=env
+        )
         processes.append(worker)
         deadline = time.monotonic() + 120
         while True:

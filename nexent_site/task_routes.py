@@ -36,10 +36,16 @@ def chat_queue() -> str:
     return app.conf.task_default_queue
 
 
+def background_queue_for(chat_queue_name: str) -> str:
+    """The background queue that goes with the chat queue `chat_queue_name`: `CELERY_BACKGROUND_QUEUE`, else the
+    chat queue's name + ".background" (as the Procfile's `background` command spells it)."""
+    return settings.CELERY_BACKGROUND_QUEUE or f"{chat_queue_name}.background"
+
+
 def background_queue() -> str:
-    """`CELERY_BACKGROUND_QUEUE`, else the chat queue's name + ".background" (read when a task is sent, so a
-    process that changes its default queue, as the tests do, has a background queue of its own too)."""
-    return settings.CELERY_BACKGROUND_QUEUE or f"{chat_queue()}.background"
+    """This process's background queue (read when a task is sent, so a process that changes its default queue,
+    as the tests do, has a background queue of its own too)."""
+    return background_queue_for(chat_queue())
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: dict, task: Any = None, **kw: Any) -> dict | None:
