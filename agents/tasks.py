@@ -1,7 +1,7 @@
 from celery import shared_task
-from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
 
 from agents.services.runs import run_execute, runs_watchdog
+from tenants.sweep import tenants_sweep
 
 
 @shared_task(name="agents.tasks.agent_run_execute", acks_late=True)
@@ -14,7 +14,4 @@ def agent_run_execute(run_id: str) -> str | None:
 @shared_task(name="agents.tasks.agent_runs_watchdog", ignore_result=True)
 def agent_runs_watchdog() -> None:
     """Scheduled by beat (in the public schema): close overdue runs in every active tenant."""
-    tenants = get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).filter(status="active")
-    for tenant in tenants:
-        with tenant_context(tenant):
-            runs_watchdog()
+    tenants_sweep(runs_watchdog)

@@ -1,7 +1,7 @@
 from celery import shared_task
-from django_tenants.utils import get_public_schema_name, get_tenant_model, tenant_context
 
 from knowledge.services.ingestion import document_ingest, documents_watchdog
+from tenants.sweep import tenants_sweep
 
 
 @shared_task(name="knowledge.tasks.document_ingest", acks_late=True, reject_on_worker_lost=True)
@@ -14,7 +14,4 @@ def document_ingest_task(document_id: int) -> str:
 @shared_task(name="knowledge.tasks.knowledge_watchdog", ignore_result=True)
 def knowledge_watchdog() -> None:
     """Scheduled by beat (in the public schema): re-queue or fail stalled ingestions in every active tenant."""
-    tenants = get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).filter(status="active")
-    for tenant in tenants:
-        with tenant_context(tenant):
-            documents_watchdog()
+    tenants_sweep(documents_watchdog)
