@@ -100,9 +100,9 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
 
     async def _stop(self, frame: dict) -> None:
         def stop_active() -> int:
-            active = self.conversation.messages.filter(
-                status__in=[Message.Status.PENDING, Message.Status.STREAMING]
-            ).select_related("run")
+            active = self.conversation.messages.filter(status__in=Message.ACTIVE_STATUSES).select_related(
+                "conversation", "run"
+            )
             for message in active:
                 message_stop(message=message)
             return len(active)

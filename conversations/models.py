@@ -62,9 +62,11 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
 
+    ACTIVE_STATUSES = (Status.PENDING, Status.STREAMING)  # being answered: one at a time per conversation
+
     @property
     def is_active(self) -> bool:
-        return self.status in (self.Status.PENDING, self.Status.STREAMING)
+        return self.status in self.ACTIVE_STATUSES
 
 
 class MessageUnit(models.Model):

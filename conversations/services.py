@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from agents.models import Agent, AgentRun, ProviderKind, RunStatus
+from agents.models import TERMINAL_STATUSES, Agent, AgentRun, ProviderKind, RunStatus
 from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_or_default
 from agents.services.runs import run_cancel, run_start
@@ -194,8 +195,13 @@ def message_regenerate(*, message: Message, user: User) -> Message:
 
 
 def message_stop(*, message: Message) -> Message:
+    """Stop the answer being written. A running agent stops at its next event and its worker writes the
+    message; an answer whose run had not started is written stopped here and now."""
     if message.run_id and message.is_active:
-        run_cancel(run=message.run)
+        run = run_cancel(run=message.run)
+        if run.is_finished:  # cancelled before a worker took it: no worker will write the message soon
+            message = message_finalize(message=message, run=run)
+            message_announce(message=message)
     return message
 
 
@@ -226,8 +232,10 @@ def conversation_delete(*, conversation: Conversation) -> None:
     from conversations.models import Attachment
     from files.services import file_delete
 
-    for message in conversation.messages.filter(status__in=[Message.Status.PENDING, Message.Status.STREAMING]):
-        message_stop(message=message)
+    for message in conversation.messages.filter(status__in=Message.ACTIVE_STATUSES, run__isnull=False).select_related(
+        "run"
+    ):
+        run_cancel(run=message.run)
     files = [a.file for a in Attachment.objects.filter(message__conversation=conversation).select_related("file")]
     conversation.delete()
     for stored in files:
@@ -243,18 +251,29 @@ def message_mark_streaming(*, message: Message) -> None:
 def message_finalize(*, message: Message, run: AgentRun | None = None) -> Message:
     """Write the assistant message from its finished run (`run`, when the caller has it as it ended), in the
     caller's transaction if there is one (the run's end, see conversations.tasks). Idempotent: units and
-    citations are rebuilt. `message` as loaded before: one still pending or streaming has never been
-    finalized, so it has no units or citations to remove."""
+    citations are rebuilt.
+
+    Three callers may meet here for one message: the turn's worker (twice, when its task is delivered twice),
+    a stop that cancelled the run before it started, and the watchdog. Only the first writes the units beside
+    a still-active message: its conditional `UPDATE` holds the row, so a second one waits for the first's
+    commit, finds the message no longer active, and rebuilds the units instead of adding to them."""
     run = run or AgentRun.objects.get(pk=message.run_id)
     if not run.is_finished:
         return message
-    finalized_before = not message.is_active
-    message.status = RUN_TO_MESSAGE_STATUS[run.status]
-    message.content = run.output
-    message.error = run.error
-    message.tokens_in, message.tokens_out = run.tokens_in, run.tokens_out
-    message.save(update_fields=["status", "content", "error", "tokens_in", "tokens_out"])
-    if finalized_before:
+    was_active = message.is_active
+    fields = {
+        "status": RUN_TO_MESSAGE_STATUS[run.status],
+        "content": run.output,
+        "error": run.error,
+        "tokens_in": run.tokens_in,
+        "tokens_out": run.tokens_out,
+    }
+    for name, value in fields.items():
+        setattr(message, name, value)
+    messages = Message.objects.filter(pk=message.pk)
+    first = was_active and messages.filter(status__in=Message.ACTIVE_STATUSES).update(**fields)
+    if not first:
+        messages.update(**fields)
         message.units.all().delete()
         message.citations.all().delete()
     units, citations = [], []
@@ -284,6 +303,59 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
     # what was just written, as if prefetched: `message.units.all()` and `.citations.all()` need no query
     message._prefetched_objects_cache = {"units": units, "citations": stored_citations}
     return message
+
+
+def message_announce(*, message: Message) -> None:
+    """Tell the conversation's open pages that `message` (finalized, with its conversation and run loaded) is
+    done, with the message itself to render; after a first completed answer, ask for the title."""
+    conversation = message.conversation
+    conversation_notify(
+        conversation_id=str(conversation.pk),
+        payload={
+            "type": "message_done",
+            "message_id": message.pk,
+            "status": message.status,
+            "run_id": str(message.run_id),
+            # the pages render it from this instead of reading it back (three queries per page)
+            "message": message_snapshot(message),
+        },
+    )
+    if message.status == Message.Status.COMPLETED and not conversation.title and message.run is not None:
+        from conversations.tasks import conversation_title_generate
+
+        # a task of its own: the model call for the title must not keep the worker's thread from the next turn
+        conversation_title_generate.delay(str(conversation.pk), message.run.spec.get("provider_id"))
+
+
+def messages_watchdog() -> int:
+    """Close the current tenant's answers that nothing else will: their run ended (the runs' watchdog gave up
+    on it, or it was cancelled before it started) more than MESSAGE_WATCHDOG_GRACE_S ago but the turn's task
+    never came to write the message (lost with its worker, or still queued), or their run was deleted. Left
+    alone, such a message keeps its conversation "busy" for good. Returns how many were closed."""
+    cutoff = timezone.now() - timedelta(seconds=settings.MESSAGE_WATCHDOG_GRACE_S)
+    stuck = (
+        Message.objects.filter(role=Message.Role.ASSISTANT, status__in=Message.ACTIVE_STATUSES)
+        .filter(
+            Q(run__status__in=TERMINAL_STATUSES, run__finished_at__lt=cutoff)
+            | Q(run__isnull=True, created_at__lt=cutoff)
+        )
+        .select_related("conversation", "run")
+    )
+    closed = 0
+    for message in stuck:
+        with transaction.atomic():
+            if message.run is None:
+                fields = {"status": Message.Status.FAILED, "error": "The run behind this answer was deleted."}
+                if not Message.objects.filter(pk=message.pk, status__in=Message.ACTIVE_STATUSES).update(**fields):
+                    continue
+                for name, value in fields.items():
+                    setattr(message, name, value)
+            else:
+                message = message_finalize(message=message, run=message.run)
+        logger.warning("closed answer %s left %s by its turn", message.pk, message.status)
+        message_announce(message=message)
+        closed += 1
+    return closed
 
 
 MESSAGE_SNAPSHOT_MAX_BYTES = 256 * 1024

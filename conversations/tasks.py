@@ -5,11 +5,13 @@ from conversations.models import Message
 from conversations.services import (
     conversation_notify,
     conversation_title_ensure,
+    message_announce,
     message_finalize,
     message_mark_streaming,
-    message_snapshot,
+    messages_watchdog,
     turn_attachments_read,
 )
+from tenants.sweep import tenants_sweep
 
 
 @shared_task(name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True)
@@ -39,21 +41,7 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     )
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
-    conversation = message.conversation
-    conversation_notify(
-        conversation_id=str(conversation.pk),
-        payload={
-            "type": "message_done",
-            "message_id": message.pk,
-            "status": message.status,
-            "run_id": str(message.run_id),
-            # the pages render it from this instead of reading it back (three queries per page)
-            "message": message_snapshot(message),
-        },
-    )
-    if message.status == Message.Status.COMPLETED and not conversation.title:
-        # a task of its own: the model call for the title must not keep this worker thread from the next turn
-        conversation_title_generate.delay(str(conversation.pk), message.run.spec.get("provider_id"))
+    message_announce(message=message)
     return message.status
 
 
@@ -65,3 +53,9 @@ def conversation_title_generate(conversation_id: str, provider_id: int | None = 
     if title:
         conversation_notify(conversation_id=conversation_id, payload={"type": "title", "title": title})
     return title or None
+
+
+@shared_task(name="conversations.tasks.conversation_messages_watchdog", ignore_result=True)
+def conversation_messages_watchdog() -> None:
+    """Scheduled by beat (in the public schema): close answers left active by a lost turn, in every active tenant."""
+    tenants_sweep(messages_watchdog)

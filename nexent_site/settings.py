@@ -244,6 +244,7 @@ CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
     "agent-runs-watchdog": {"task": "agents.tasks.agent_runs_watchdog", "schedule": 60.0},
     "knowledge-watchdog": {"task": "knowledge.tasks.knowledge_watchdog", "schedule": 60.0},
+    "conversation-messages-watchdog": {"task": "conversations.tasks.conversation_messages_watchdog", "schedule": 60.0},
     "api-idempotency-purge": {"task": "api.tasks.idempotency_purge", "schedule": 3600.0},
 }
 
@@ -360,6 +361,9 @@ WEB_FETCH_ALLOW_PRIVATE = env.bool("WEB_FETCH_ALLOW_PRIVATE", default=False)
 MCP_CONNECT_TIMEOUT_S = env.float("MCP_CONNECT_TIMEOUT_S", default=15)
 # Runs still "running" this long after their deadline are marked failed by the watchdog.
 RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
+# An answer whose run ended this long ago and is still "pending" or "streaming" lost its turn's task (its
+# worker died, or a stop came while it was queued): the messages' watchdog writes it from the run.
+MESSAGE_WATCHDOG_GRACE_S = env.int("MESSAGE_WATCHDOG_GRACE_S", default=30)
 # How long a run's event stream stays in Redis for reconnecting clients.
 RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
 # An answer's text goes out as it comes, but tokens arriving faster than this are gathered into one
@@ -422,6 +426,7 @@ KNOWLEDGE_EMBED_BACKOFF_S = env.float("KNOWLEDGE_EMBED_BACKOFF_S", default=1.0)
 # A document whose worker has not reported for this long is re-queued (then failed after the attempts).
 KNOWLEDGE_STALE_AFTER_S = env.int("KNOWLEDGE_STALE_AFTER_S", default=300)
 KNOWLEDGE_MAX_ATTEMPTS = env.int("KNOWLEDGE_MAX_ATTEMPTS", default=3)
+)
 KNOWLEDGE_LOCK_TTL_S = env.int("KNOWLEDGE_LOCK_TTL_S", default=120)
 # Extraction limits: uncompressed size of Office files (zip bombs) and extracted text per document.
 KNOWLEDGE_MAX_UNZIPPED_BYTES = env.int("KNOWLEDGE_MAX_UNZIPPED_BYTES", default=200 * 1024 * 1024)

@@ -25,6 +25,7 @@ BACKGROUND_TASKS = frozenset(
         "knowledge.tasks.knowledge_watchdog",
         "conversations.tasks.conversation_title_generate",
         "agents.tasks.agent_runs_watchdog",
+        "conversations.tasks.conversation_messages_watchdog",
         "api.tasks.idempotency_purge",
     }
 )

@@ -44,6 +44,7 @@ def test_ingestion_titles_and_clean_ups_go_to_the_background_queue_chat_turns_an
         "conversations.tasks.conversation_title_generate",
         "knowledge.tasks.knowledge_watchdog",
         "agents.tasks.agent_runs_watchdog",
+        "conversations.tasks.conversation_messages_watchdog",
         "api.tasks.idempotency_purge",
     ):
         assert queue_of(name) == f"{own_queue}.background", name
