@@ -426,6 +426,11 @@ KNOWLEDGE_EMBED_BACKOFF_S = env.float("KNOWLEDGE_EMBED_BACKOFF_S", default=1.0)
 # A document whose worker has not reported for this long is re-queued (then failed after the attempts).
 KNOWLEDGE_STALE_AFTER_S = env.int("KNOWLEDGE_STALE_AFTER_S", default=300)
 KNOWLEDGE_MAX_ATTEMPTS = env.int("KNOWLEDGE_MAX_ATTEMPTS", default=3)
+# How many of one tenant's documents may be with the workers at once (queued in Celery or being ingested); the
+# rest wait their turn, so that one tenant's bulk upload never holds up another's (knowledge.services.documents).
+# By default one tenant may fill the background worker's threads, but not its queue.
+KNOWLEDGE_TENANT_CONCURRENCY = env.int(
+    "KNOWLEDGE_TENANT_CONCURRENCY", default=env.int("CELERY_BACKGROUND_CONCURRENCY", default=4)
 )
 KNOWLEDGE_LOCK_TTL_S = env.int("KNOWLEDGE_LOCK_TTL_S", default=120)
 # Extraction limits: uncompressed size of Office files (zip bombs) and extracted text per document.

@@ -1,15 +1,23 @@
 """Documents of a knowledge base: upload, (re)queue, retry, cancel, delete.
 
 The web process only stores the file, writes the row and enqueues (on commit); workers do the rest.
+
+**Each tenant gets its turn.** The workers' queue is first in, first out, so a tenant's upload of 200 files
+would put 200 ingestions ahead of every other tenant's next one. A queued document therefore waits in the
+database (`queued`, no `heartbeat_at`) until fewer than KNOWLEDGE_TENANT_CONCURRENCY of its tenant's documents
+are with the workers (`documents_dispatch`); each ingestion that ends hands its place to the tenant's next
+document. Another tenant's upload waits behind at most that many of this tenant's documents.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django_tenants.utils import tenant_context
 
 from files.services import file_delete, file_store
 from files.storage import files_storage
@@ -62,13 +70,11 @@ def documents_upload(
 def document_enqueue(*, document: Document, resume: bool = False) -> None:
     """Queue the document's ingestion. `resume` keeps the generation being built and its checkpoint (the
     watchdog's re-queue); otherwise a new generation is started while the live chunks stay searchable."""
-    from knowledge.tasks import document_ingest_task
-
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": DocumentStatus.QUEUED,
         "error": "",
-        "heartbeat_at": now,
+        "heartbeat_at": None,  # waiting for its tenant's turn (documents_dispatch)
         "updated_at": now,
         "attempts": F("attempts") + 1,
     }
@@ -82,7 +88,35 @@ def document_enqueue(*, document: Document, resume: bool = False) -> None:
     Document.objects.filter(pk=document.pk).update(**fields)
     document.refresh_from_db()
     document_progress_publish(document)
-    transaction.on_commit(lambda: document_ingest_task.delay(document.pk))
+    tenant = connection.tenant
+    transaction.on_commit(lambda: documents_dispatch(tenant=tenant))
+
+
+def documents_dispatch(*, tenant: Any = None) -> list[int]:
+    """Hand the tenant's waiting documents (the current tenant's, or `tenant`'s) to the workers, oldest first,
+    while fewer than KNOWLEDGE_TENANT_CONCURRENCY of its documents are with them. Returns the ids handed over.
+
+    Called when a document is queued, when an ingestion ends, and by the watchdog. One dispatcher at a time per
+    tenant (a transaction-level advisory lock), so two never hand out the same free place."""
+    if tenant is not None and tenant.schema_name != connection.schema_name:
+        with tenant_context(tenant):
+            return documents_dispatch()
+    from knowledge.tasks import document_ingest_task
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ingest-dispatch:{connection.schema_name}"])
+        with_workers = Document.objects.filter(status__in=IN_PROGRESS, heartbeat_at__isnull=False).count()
+        free = settings.KNOWLEDGE_TENANT_CONCURRENCY - with_workers
+        if free <= 0:
+            return []
+        waiting = Document.objects.filter(status=DocumentStatus.QUEUED, heartbeat_at__isnull=True)
+        ids = list(waiting.order_by("updated_at", "pk").values_list("pk", flat=True)[:free])
+        if ids:
+            # the watchdog counts from here: a document whose task is lost is queued again once it is stale
+            Document.objects.filter(pk__in=ids).update(heartbeat_at=timezone.now())
+            transaction.on_commit(lambda: [document_ingest_task.delay(pk) for pk in ids])
+    return ids
 
 
 def document_retry(*, document: Document) -> None:

@@ -242,8 +242,10 @@ def _embedding_input(chunk: Chunk) -> str:
 
 def documents_watchdog() -> dict[str, int]:
     """Documents whose worker stopped reporting (killed, lost) are queued again, up to
-    KNOWLEDGE_MAX_ATTEMPTS attempts, then marked failed with the reason. Returns counts."""
-    from knowledge.services.documents import document_enqueue
+    KNOWLEDGE_MAX_ATTEMPTS attempts, then marked failed with the reason; documents waiting for their tenant's
+    turn are handed to the workers if places are free (should an ingestion's end not have done it). Documents
+    still waiting are not stale: they have no heartbeat yet. Returns counts."""
+    from knowledge.services.documents import document_enqueue, documents_dispatch
 
     cutoff = timezone.now() - timezone.timedelta(seconds=settings.KNOWLEDGE_STALE_AFTER_S)
     stale = Document.objects.filter(status__in=IN_PROGRESS, heartbeat_at__lt=cutoff)
@@ -257,4 +259,5 @@ def documents_watchdog() -> dict[str, int]:
         else:
             document_enqueue(document=document, resume=True)
             requeued += 1
-    return {"requeued": requeued, "failed": failed}
+    dispatched = len(documents_dispatch())
+    return {"requeued": requeued, "failed": failed, "dispatched": dispatched}
