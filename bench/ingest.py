@@ -186,7 +186,9 @@ def main() -> None:
         embed_url = f"http://127.0.0.1:{embed_port}/v1"
         queue = f"bench-ingest-{os.getpid()}"
         app.conf.task_default_queue = queue
-        env = dict(os.environ, CELERY_QUEUE=queue)
+        # one tenant here, so it may keep every worker thread busy (knowledge.services.documents: tenants' turns)
+        settings.KNOWLEDGE_TENANT_CONCURRENCY = args.worker_threads
+        env = dict(os.environ, CELERY_QUEUE=queue, KNOWLEDGE_TENANT_CONCURRENCY=str(args.worker_threads))
         # ingestion runs on the background queue (nexent_site/task_routes.py); at the default CPU priority here,
         # with nothing else to give way to
         worker = celery_worker(
