@@ -39,10 +39,12 @@ def check_database() -> dict[str, Any]:
 def check_redis() -> dict[str, Any]:
     import redis
 
+    from tenants.tasks import HEARTBEAT_KEYS
+
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         client.ping()
-        heartbeat = client.get("nexent:heartbeat")
+        heartbeat = client.get(HEARTBEAT_KEYS["chat"])
     finally:
         client.close()
     result: dict[str, Any] = {"ok": True}
@@ -62,6 +64,42 @@ def check_celery() -> dict[str, Any]:
     return {"ok": True, "workers": workers}
 
 
+def check_queues() -> dict[str, Any]:
+    """Each Celery queue: the tasks waiting in it, and how long ago a worker last took beat's heartbeat from it.
+    Not required: a background queue that nobody consumes stops ingestion and titles, not the web or chats."""
+    import redis
+    from kombu.exceptions import ChannelError
+
+    from nexent_site.celery import app
+    from nexent_site.task_routes import background_queue, chat_queue
+    from tenants.tasks import HEARTBEAT_KEYS
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    queues: dict[str, dict[str, Any]] = {}
+    try:
+        with app.connection_for_read(connect_timeout=2) as broker:
+            broker.ensure_connection(max_retries=1)  # a broker that is down is reported, not waited for
+            channel = broker.default_channel
+            for role, name in (("chat", chat_queue()), ("background", background_queue())):
+                try:
+                    waiting = channel.queue_declare(queue=name, passive=True).message_count
+                except ChannelError:  # Redis keeps no empty queue
+                    waiting = 0
+                queues[role] = {"name": name, "waiting": waiting}
+                beat = client.get(HEARTBEAT_KEYS[role])
+                if beat is not None:
+                    queues[role]["heartbeat_age_s"] = round(time.time() - float(beat), 1)
+    finally:
+        client.close()
+    stale = [role for role, queue in queues.items() if queue.get("heartbeat_age_s", 0) > settings.HEALTH_QUEUE_STALE_S]
+    if stale:
+        problems = ", ".join(
+            f"{role} ({queues[role]['heartbeat_age_s']:.0f} s ago, {queues[role]['waiting']} waiting)" for role in stale
+        )
+        return {"ok": False, "error": f"no worker took a task lately from: {problems}", "queues": queues}
+    return {"ok": True, "queues": queues}
+
+
 def check_search() -> dict[str, Any]:
     from knowledge.search import search_backend
 
@@ -73,6 +111,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": check_database,
     "redis": check_redis,
     "celery": check_celery,
+    "queues": check_queues,
     "search": check_search,
 }
 REQUIRED = ("database", "redis", "celery", "search")

@@ -242,6 +242,7 @@ CELERY_DB_REUSE_MAX = 2**31
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "platform-heartbeat": {"task": "tenants.tasks.platform_heartbeat", "schedule": 30.0},
+    "background-heartbeat": {"task": "tenants.tasks.background_heartbeat", "schedule": 30.0},
     "agent-runs-watchdog": {"task": "agents.tasks.agent_runs_watchdog", "schedule": 60.0},
     "knowledge-watchdog": {"task": "knowledge.tasks.knowledge_watchdog", "schedule": 60.0},
     "conversation-messages-watchdog": {"task": "conversations.tasks.conversation_messages_watchdog", "schedule": 60.0},
@@ -439,6 +440,9 @@ KNOWLEDGE_MAX_TEXT_CHARS = env.int("KNOWLEDGE_MAX_TEXT_CHARS", default=20_000_00
 
 # --- Health ---------------------------------------------------------------------------------------
 HEALTH_CELERY_TIMEOUT = env.float("HEALTH_CELERY_TIMEOUT", default=1.5)
+# /healthz reports a queue whose last heartbeat (sent by beat every 30 s) was taken longer ago than this: no
+# worker consumes it, or it is that far behind.
+HEALTH_QUEUE_STALE_S = env.int("HEALTH_QUEUE_STALE_S", default=300)
 
 LOGGING = {
     "version": 1,

@@ -27,6 +27,7 @@ BACKGROUND_TASKS = frozenset(
         "agents.tasks.agent_runs_watchdog",
         "conversations.tasks.conversation_messages_watchdog",
         "api.tasks.idempotency_purge",
+        "tenants.tasks.background_heartbeat",
     }
 )
 

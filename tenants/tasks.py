@@ -6,17 +6,29 @@ from django.db import connection
 
 from accounts.models import User
 
+HEARTBEAT_KEYS = {"chat": "nexent:heartbeat", "background": "nexent:heartbeat:background"}
 
-@shared_task(name="tenants.tasks.platform_heartbeat", ignore_result=True)
-def platform_heartbeat() -> None:
-    """Scheduled by beat: proves to /healthz that the scheduler and a worker are both alive."""
+
+def _heartbeat(queue_role: str) -> None:
     import redis
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        client.set("nexent:heartbeat", time.time(), ex=300)
+        client.set(HEARTBEAT_KEYS[queue_role], time.time(), ex=24 * 3600)
     finally:
         client.close()
+
+
+@shared_task(name="tenants.tasks.platform_heartbeat", ignore_result=True)
+def platform_heartbeat() -> None:
+    """Scheduled by beat, on the chat queue: proves to /healthz that the scheduler and a chat worker are alive."""
+    _heartbeat("chat")
+
+
+@shared_task(name="tenants.tasks.background_heartbeat", ignore_result=True)
+def background_heartbeat() -> None:
+    """Scheduled by beat, on the background queue: proves to /healthz that a worker takes tasks from it."""
+    _heartbeat("background")
 
 
 @shared_task(name="tenants.tasks.tenant_probe")
