@@ -12,6 +12,7 @@ from agents.models import Agent
 from conftest import Committed, owner_email, tenant_socket
 from conversations.models import Conversation, Message
 from conversations.services import conversation_start
+from nexent_site.redis_pool import redis_client
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tenants.models import Tenant
 
@@ -247,6 +248,41 @@ async def test_stop_saves_the_partial_answer_as_stopped(
     assert frames[-1]["status"] == "stopped"
     answer = (await asyncio.to_thread(stored_messages, committed, tenant_a, conversation))[-1]
     assert answer.status == "stopped" and answer.content.startswith("part0 part1") and "part59" not in answer.content
+
+
+async def test_stop_before_any_worker_took_the_turn_shows_the_answer_stopped_at_once(
+    chat: Any, committed: Committed, tenant_a: Tenant
+) -> None:
+    """The turn waits in a queue no worker consumes (all workers busy, or down): the page's stop writes the
+    answer at once and the page gets it, and the conversation takes the next message."""
+    from nexent_site.celery import app
+
+    conversation, cookie = await asyncio.to_thread(chat, "unserved", mode="chat")
+    default_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = f"nexent-unserved-{conversation.pk.hex[:6]}"
+    try:
+        communicator = socket(tenant_a, conversation.pk, cookie)
+        assert (await communicator.connect())[0]
+        await communicator.send_json_to({"type": "send", "content": "anyone there?"})
+        created = (await frames_until(communicator, "message_created"))[-1]
+        await communicator.send_json_to({"type": "stop"})
+        frames = await frames_until(communicator, "message_done", timeout=10)
+        await communicator.send_json_to({"type": "send", "content": "and now?"})
+        again = (await frames_until(communicator, "message_created", timeout=10))[-1]
+        await communicator.disconnect()
+    finally:
+        app.conf.task_default_queue = default_queue
+        await asyncio.to_thread(
+            lambda: redis_client().delete(f"nexent-unserved-{conversation.pk.hex[:6]}")  # the two unserved turns
+        )
+
+    done = frames[-1]
+    assert (done["message_id"], done["status"]) == (created["assistant_message_id"], "stopped")
+    assert "status-stopped" in done["html"] and "Stopped." in done["html"]
+    assert any(f["type"] == "run_finished" and f["data"]["status"] == "cancelled" for f in frames)
+    assert again["assistant_message_id"] != created["assistant_message_id"]
+    stored = await asyncio.to_thread(stored_messages, committed, tenant_a, conversation)
+    assert [(m.role, m.status) for m in stored][:2] == [("user", "completed"), ("assistant", "stopped")]
 
 
 async def test_a_reconnect_resumes_without_gaps_or_duplicates(
