@@ -1,6 +1,8 @@
+from typing import Any
+
 from celery import shared_task
 
-from agents.services.runs import run_execute
+from agents.services.runs import ProvidersBusy, run_execute
 from conversations.models import Message
 from conversations.services import (
     conversation_notify,
@@ -14,11 +16,14 @@ from conversations.services import (
 from tenants.sweep import tenants_sweep
 
 
-@shared_task(name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True)
-def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
+@shared_task(
+    name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True, bind=True, max_retries=None
+)
+def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
-    message came without files, so there is nothing to read first."""
+    message came without files, so there is nothing to read first. While a provider the agent uses is at its
+    concurrency limit, the turn stays pending and is tried again a moment later (agents.tasks)."""
     # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); not the agent (a fifth more):
     # the run's spec has what the run needs of it
     try:
@@ -30,15 +35,19 @@ def chat_turn_execute(message_id: int, attachments: bool = True) -> str | None:
     if attachments and turn_attachments_read(message=message):
         message.run.refresh_from_db(fields=["input"])
     finalized: list[Message] = []
-    run = run_execute(
-        run_id=str(message.run_id),
-        run=message.run,
-        # "streaming" once the answer's first words (or step) are out: the update is off the path to the first token
-        on_first_output=lambda: message_mark_streaming(message=message),
-        # the message written in the transaction that stores the run's end: a page that sees `run_finished`
-        # finds it final
-        on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
-    )
+    try:
+        run = run_execute(
+            run_id=str(message.run_id),
+            run=message.run,
+            # "streaming" once the answer's first words (or step) are out: the update is off the path to the first
+            # token
+            on_first_output=lambda: message_mark_streaming(message=message),
+            # the message written in the transaction that stores the run's end: a page that sees `run_finished`
+            # finds it final
+            on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
+        )
+    except ProvidersBusy as busy:  # its files are read by now
+        raise self.retry(args=[message_id, False], countdown=busy.retry_in_s) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
     message_announce(message=message)

@@ -14,6 +14,7 @@ What callers may rely on:
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -52,6 +53,19 @@ QUIET_STEP_TYPES = {EventType.RUN_STARTED, EventType.STEP_STARTED}
 # was one INSERT more per run, a few milliseconds before the end's own.
 UNFLUSHED_STEP_TYPES = QUIET_STEP_TYPES | {EventType.FINAL_ANSWER}
 ROLES = ("system", "user", "assistant")
+
+
+class ProvidersBusy(Exception):
+    """Every slot of a provider the run uses is taken (its `max_concurrency`). The run was not started: its
+    task is to be tried again in `retry_in_s`, without holding a worker thread meanwhile. A run that waited in
+    its thread instead let one tenant whose provider is saturated fill every worker thread with runs waiting
+    for it, and every other tenant's turns then waited in the queue behind them."""
+
+    def __init__(self, provider_key: str) -> None:
+        super().__init__(f"provider {provider_key} is at its concurrency limit")
+        self.retry_in_s = settings.RUN_PROVIDER_BUSY_RETRY_S * random.uniform(0.5, 1.5)
+
+
 RUN_OVERRIDES = ("temperature", "max_tokens")
 
 
@@ -283,18 +297,32 @@ def run_execute(
     once the run's first output (a text delta, a tool call, an error…) is published, if it gets that far.
     `on_finish` is called with the finished run (its steps at hand) inside the transaction that stores the
     run's end, before `run_finished` is published: what it writes is stored with the run's end, or neither
-    is. Not called when this call did not execute the run."""
+    is. Not called when this call did not execute the run.
+
+    Raises ProvidersBusy, before anything is claimed or published, when a provider the run uses has no free
+    slot: the caller's task is to be tried again later (see agents.tasks)."""
     if run is None:
         run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
         logger.warning("run %s does not exist in schema %s", run_id, connection.schema_name)
         return None
+    slots: list[ProviderSlot] = []
+    providers: dict[str, ProviderConfig] = {}
+    providers_error: Exception | None = None
+    if run.status == RunStatus.QUEUED:
+        try:
+            providers = _providers_for(run.spec)
+        except Exception as exc:  # the run fails with it, once claimed
+            providers_error = exc
+        else:
+            slots = _take_provider_slots(run, providers)  # or ProvidersBusy: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
     claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
     )
     if not claimed:
+        _release(slots)
         run.refresh_from_db()
         if run.status == RunStatus.RUNNING:
             # Redelivered after the worker executing it died: agent runs are not replayed (tools may have
@@ -307,7 +335,6 @@ def run_execute(
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
-    slots: list[ProviderSlot] = []
     status, error = RunStatus.SUCCEEDED, ""
     try:
         recorder.emit(
@@ -321,8 +348,8 @@ def run_execute(
         )
         recorder.stopping = False
         recorder.check_stop()
-        providers = _providers_for(run.spec)
-        _acquire_provider_slots(run, providers, recorder, slots)
+        if providers_error is not None:
+            raise providers_error
         engine = Engine(
             spec=run.spec,
             messages=run.input,
@@ -343,8 +370,7 @@ def run_execute(
         logger.exception("run %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
-        for slot in slots:
-            slot.release()
+        _release(slots)
         recorder.stopping = True
         result = engine.result if engine else None
         if result:
@@ -371,26 +397,31 @@ def run_execute(
     return run
 
 
-def _acquire_provider_slots(
-    run: AgentRun, providers: dict[str, ProviderConfig], recorder: _RunRecorder, slots: list[ProviderSlot]
-) -> None:
-    """Wait until every provider the run uses has a free slot (its max concurrency), in a fixed order so
-    that two runs never wait on each other. Cancellation and the run's timeout still apply while waiting."""
+def _take_provider_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list[ProviderSlot]:
+    """A slot of every provider the run uses (each at most `max_concurrency` runs at once, across every worker),
+    or ProvidersBusy with none kept: a run never holds one slot while it waits for another."""
+    slots: list[ProviderSlot] = []
     for key in sorted(_used_provider_keys(run.spec)):
         config = providers.get(key)
         if config is None or not config.max_concurrency or config.provider_id is None:
             continue
         slot = ProviderSlot(
-            recorder.redis,
-            provider_slots_key(recorder.schema, str(config.provider_id)),
+            redis_client(),
+            provider_slots_key(connection.schema_name, str(config.provider_id)),
             config.max_concurrency,
             holder=str(run.id),
             ttl_s=run.spec["run_timeout_s"] + 60,
         )
-        waited = slot.acquire(check=recorder.check_stop)
+        if not slot.try_acquire():
+            _release(slots)
+            raise ProvidersBusy(key)
         slots.append(slot)
-        if waited > 0.5:
-            logger.info("run %s waited %.1fs for provider %s", run.id, waited, key)
+    return slots
+
+
+def _release(slots: list[ProviderSlot]) -> None:
+    for slot in slots:
+        slot.release()
 
 
 def _finish(run: AgentRun, status: str, error: str) -> None:

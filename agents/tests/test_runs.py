@@ -5,6 +5,7 @@ import io
 import json
 import time
 import uuid
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -316,6 +317,39 @@ def test_a_provider_runs_at_most_max_concurrency_runs_at_once(
     a_deltas = [e["ts"] for e in a if e["type"] == "text_delta"]
     b_deltas = [e["ts"] for e in b if e["type"] == "text_delta"]
     assert a_deltas[-1] <= b_deltas[0] or b_deltas[-1] <= a_deltas[0]
+
+
+def test_runs_waiting_for_a_saturated_provider_leave_the_workers_to_other_tenants(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """The session's worker has two processes. Tenant A's provider takes one run at a time and A starts three
+    slow runs; B's run, started after them, streams while A's first is still streaming. When A's waiting runs
+    held a worker process each, B's waited until A's first had finished."""
+    # given
+    published_agent(slug="saturated", mode="chat", provider={"max_concurrency": 1})
+    published_agent(tenant=tenant_b, slug="neighbour", mode="chat")
+    fake_llm.script(*[Reply(content=" ".join(["tok"] * 15), token_gap_s=0.1) for _ in range(4)])
+
+    # when
+    a_runs = [start(committed, tenant_a, "saturated") for _ in range(3)]
+    time.sleep(0.3)  # A's first is streaming, the others are waiting for its provider
+    b_run = start(committed, tenant_b, "neighbour")
+    b_events = follow(tenant_b, b_run)
+    a_events = [follow(tenant_a, run) for run in a_runs]
+
+    # then: every run succeeded; A's provider never served two at once
+    assert [events[-1]["data"]["status"] for events in [*a_events, b_events]] == ["succeeded"] * 4
+    a_spans = sorted(
+        (deltas[0], deltas[-1])
+        for deltas in ([e["ts"] for e in events if e["type"] == "text_delta"] for events in a_events)
+    )
+    assert all(earlier[1] <= later[0] for earlier, later in pairwise(a_spans))
+    # and B's answer began while A's first was still being written
+    b_first_token = next(e["ts"] for e in b_events if e["type"] == "text_delta")
+    assert b_first_token < a_spans[0][1]
+    # and a waiting run published nothing until it had its provider: its start follows the previous run's end
+    starts = sorted(next(e["ts"] for e in events if e["type"] == "run_started") for events in a_events)
+    assert starts[1] >= a_spans[0][1] and starts[2] >= a_spans[1][1]
 
 
 def test_the_watchdog_closes_runs_whose_worker_died(

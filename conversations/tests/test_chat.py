@@ -250,6 +250,37 @@ async def test_stop_saves_the_partial_answer_as_stopped(
     assert answer.status == "stopped" and answer.content.startswith("part0 part1") and "part59" not in answer.content
 
 
+async def test_a_turn_whose_provider_is_busy_waits_its_turn_and_is_answered(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    """The agent's provider takes one answer at a time; two conversations ask at once. The second turn stays
+    pending (its task tried again, not waiting in a worker) until the first answer is done, then streams."""
+    first, cookie = await asyncio.to_thread(chat, "one-at-a-time", mode="chat", provider={"max_concurrency": 1})
+    second = await asyncio.to_thread(
+        committed.run,
+        tenant_a,
+        lambda: conversation_start(user=first.user, agent=Agent.objects.get(slug="one-at-a-time")),
+    )
+    fake_llm.script(*[Reply(content=" ".join(["word"] * 10), token_gap_s=0.05) for _ in range(2)])
+    sockets = [socket(tenant_a, conversation.pk, cookie) for conversation in (first, second)]
+    for communicator in sockets:
+        assert (await communicator.connect())[0]
+    for communicator in sockets:
+        await communicator.send_json_to({"type": "send", "content": "go"})
+
+    frames = await asyncio.gather(*(frames_until(communicator, "message_done") for communicator in sockets))
+    for communicator in sockets:
+        await communicator.disconnect()
+
+    assert [f[-1]["status"] for f in frames] == ["completed", "completed"]
+    spans = sorted(
+        (deltas[0], deltas[-1]) for deltas in ([x["ts"] for x in f if x["type"] == "text_delta"] for f in frames)
+    )
+    assert spans[0][1] <= spans[1][0]  # one after the other
+    answers = [(await asyncio.to_thread(stored_messages, committed, tenant_a, c))[-1] for c in (first, second)]
+    assert [(a.status, a.content) for a in answers] == [("completed", " ".join(["word"] * 10))] * 2
+
+
 async def test_stop_before_any_worker_took_the_turn_shows_the_answer_stopped_at_once(
     chat: Any, committed: Committed, tenant_a: Tenant
 ) -> None:
