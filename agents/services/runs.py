@@ -447,7 +447,7 @@ def runs_watchdog() -> int:
     stale = list(AgentRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], deadline_at__lt=cutoff))
     for run in stale:
         reason = (
-            "no worker started this run in time"
+            "the run was not started in time: no worker took it, or its model provider stayed at its concurrency limit"
             if run.status == RunStatus.QUEUED
             else "the run did not finish before its deadline (worker lost?)"
         )
