@@ -7,6 +7,7 @@ itself; the check-and-take is one Lua script, so two workers never take the last
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -33,6 +34,14 @@ class ProviderSlot:
     def try_acquire(self) -> bool:
         now = time.time()
         return bool(self._take(keys=[self.key], args=[now, self.limit, now + self.ttl_s, self.holder, self.ttl_s + 60]))
+
+    def acquire(self, *, check: Callable[[], None], poll_s: float = 0.2) -> float:
+        """Wait for a slot; `check` may raise to give up (cancelled, timed out). Returns seconds waited."""
+        started = time.monotonic()
+        while not self.try_acquire():
+            check()
+            time.sleep(poll_s)
+        return time.monotonic() - started
 
     def release(self) -> None:
         self.client.zrem(self.key, self.holder)
