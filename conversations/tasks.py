@@ -2,7 +2,7 @@ from typing import Any
 
 from celery import shared_task
 
-from agents.services.runs import ProvidersBusy, run_execute
+from agents.services.runs import RunMustWait, run_execute
 from conversations.models import Message
 from conversations.services import (
     conversation_notify,
@@ -22,8 +22,9 @@ from tenants.sweep import tenants_sweep
 def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
-    message came without files, so there is nothing to read first. While a provider the agent uses is at its
-    concurrency limit, the turn stays pending and is tried again a moment later (agents.tasks)."""
+    message came without files, so there is nothing to read first. While the tenant has its most runs executing
+    or a provider the agent uses is at its concurrency limit, the turn stays pending and is tried again a moment
+    later (agents.tasks)."""
     # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); not the agent (a fifth more):
     # the run's spec has what the run needs of it
     try:
@@ -46,7 +47,7 @@ def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> s
             # finds it final
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
         )
-    except ProvidersBusy as busy:  # its files are read by now
+    except RunMustWait as busy:  # its files are read by now
         raise self.retry(args=[message_id, False], countdown=busy.retry_in_s) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)

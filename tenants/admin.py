@@ -28,7 +28,7 @@ class TenantAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["schema_name", "name", "site_link"]}),
         ("Status", {"fields": ["status", "suspended_reason"]}),
-        ("Limits", {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget", "api_requests_per_minute"]}),
+        ("Limits", {"fields": list(Tenant.LIMIT_FIELDS)}),
         ("Dates", {"fields": ["created_at", "updated_at"]}),
     ]
     inlines = [DomainInline]
@@ -49,10 +49,7 @@ class TenantAdmin(admin.ModelAdmin):
             return [
                 (None, {"fields": ["schema_name", "name"]}),
                 ("First owner", {"fields": ["owner_email", "owner_password"]}),
-                (
-                    "Limits",
-                    {"fields": ["max_users", "max_storage_bytes", "monthly_token_budget", "api_requests_per_minute"]},
-                ),
+                ("Limits", {"fields": list(Tenant.LIMIT_FIELDS)}),
             ]
         return self.fieldsets
 
@@ -72,10 +69,7 @@ class TenantAdmin(admin.ModelAdmin):
             name=data["name"],
             owner_email=data["owner_email"],
             owner_password=data["owner_password"],
-            max_users=data["max_users"],
-            max_storage_bytes=data["max_storage_bytes"],
-            monthly_token_budget=data["monthly_token_budget"],
-            api_requests_per_minute=data["api_requests_per_minute"],
+            **{field: data[field] for field in Tenant.LIMIT_FIELDS},
         )
         admin_adopt(obj, tenant)
 

@@ -17,14 +17,7 @@ class TenantCreationForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = [
-            "schema_name",
-            "name",
-            "max_users",
-            "max_storage_bytes",
-            "monthly_token_budget",
-            "api_requests_per_minute",
-        ]
+        fields = ["schema_name", "name", *Tenant.LIMIT_FIELDS]
         labels = {"schema_name": "Slug"}
         help_texts = {
             "schema_name": "Lowercase letters, digits and hyphens. The tenant is served at <slug>.<base domain> "

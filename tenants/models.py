@@ -30,6 +30,19 @@ class Tenant(TenantMixin):
     api_requests_per_minute = models.PositiveIntegerField(
         default=600, help_text="REST, OpenAI-compatible and MCP requests per minute, all keys together. 0 = unlimited"
     )
+    max_concurrent_runs = models.PositiveIntegerField(
+        default=0,
+        help_text="Agent runs (chat answers, API and MCP calls, the playground) executing at once; more wait their "
+        "turn in the queue without holding a worker, so that one tenant cannot take every worker. 0 = unlimited",
+    )
+
+    LIMIT_FIELDS = (
+        "max_users",
+        "max_storage_bytes",
+        "monthly_token_budget",
+        "api_requests_per_minute",
+        "max_concurrent_runs",
+    )
 
     class Meta:
         ordering = ["schema_name"]

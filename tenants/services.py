@@ -53,6 +53,7 @@ def tenant_create(
     max_storage_bytes: int | None = None,
     monthly_token_budget: int | None = None,
     api_requests_per_minute: int | None = None,
+    max_concurrent_runs: int | None = None,
 ) -> Tenant:
     """Create a tenant: its schema (migrated), its domain `<slug>.<NEXENT_BASE_DOMAIN>`, its owner and its
     default model providers (the bundled local models unless LLM_* / EMBEDDING_* name others).
@@ -80,6 +81,7 @@ def tenant_create(
             "max_storage_bytes": max_storage_bytes,
             "monthly_token_budget": monthly_token_budget,
             "api_requests_per_minute": api_requests_per_minute,
+            "max_concurrent_runs": max_concurrent_runs,
         }.items()
         if value is not None
     }

@@ -26,6 +26,10 @@ def provider_slots_key(schema_name: str, provider_key: str) -> str:
     return f"nexent:{schema_name}:provider:{provider_key}:slots"
 
 
+def tenant_runs_slots_key(schema_name: str) -> str:
+    return f"nexent:{schema_name}:runs:slots"
+
+
 class ProviderSlot:
     def __init__(self, client: redis.Redis, key: str, limit: int, holder: str, ttl_s: int) -> None:
         self.client, self.key, self.limit, self.holder, self.ttl_s = client, key, limit, holder, ttl_s

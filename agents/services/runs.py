@@ -30,7 +30,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentRun, McpServer, ModelProvider, ProviderKind, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
-from agents.runtime.limits import ProviderSlot, provider_slots_key
+from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
@@ -55,15 +55,16 @@ UNFLUSHED_STEP_TYPES = QUIET_STEP_TYPES | {EventType.FINAL_ANSWER}
 ROLES = ("system", "user", "assistant")
 
 
-class ProvidersBusy(Exception):
-    """Every slot of a provider the run uses is taken (its `max_concurrency`). The run was not started: its
+class RunMustWait(Exception):
+    """The run may not start yet: its tenant has its `max_concurrent_runs` executing, or a provider it uses has
+    every slot taken (its `max_concurrency`). Nothing was claimed or published: the run stays queued and its
     task is to be tried again in `retry_in_s`, without holding a worker thread meanwhile. A run that waited in
     its thread instead let one tenant whose provider is saturated fill every worker thread with runs waiting
     for it, and every other tenant's turns then waited in the queue behind them."""
 
-    def __init__(self, provider_key: str) -> None:
-        super().__init__(f"provider {provider_key} is at its concurrency limit")
-        self.retry_in_s = settings.RUN_PROVIDER_BUSY_RETRY_S * random.uniform(0.5, 1.5)
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.retry_in_s = settings.RUN_SLOT_RETRY_S * random.uniform(0.5, 1.5)
 
 
 RUN_OVERRIDES = ("temperature", "max_tokens")
@@ -299,8 +300,8 @@ def run_execute(
     run's end, before `run_finished` is published: what it writes is stored with the run's end, or neither
     is. Not called when this call did not execute the run.
 
-    Raises ProvidersBusy, before anything is claimed or published, when a provider the run uses has no free
-    slot: the caller's task is to be tried again later (see agents.tasks)."""
+    Raises RunMustWait, before anything is claimed or published, when the tenant has its most runs executing or
+    a provider the run uses has no free slot: the caller's task is to be tried again later (see agents.tasks)."""
     if run is None:
         run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
@@ -315,7 +316,7 @@ def run_execute(
         except Exception as exc:  # the run fails with it, once claimed
             providers_error = exc
         else:
-            slots = _take_provider_slots(run, providers)  # or ProvidersBusy: tried again later
+            slots = _take_run_slots(run, providers)  # or RunMustWait: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
     claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
@@ -397,24 +398,31 @@ def run_execute(
     return run
 
 
-def _take_provider_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list[ProviderSlot]:
-    """A slot of every provider the run uses (each at most `max_concurrency` runs at once, across every worker),
-    or ProvidersBusy with none kept: a run never holds one slot while it waits for another."""
-    slots: list[ProviderSlot] = []
+def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list[ProviderSlot]:
+    """A place among the tenant's `max_concurrent_runs` and a slot of every provider the run uses (each at most
+    `max_concurrency` runs at once), across every worker; or RunMustWait with none kept: a run never holds one
+    slot while it waits for another."""
+    limits: list[tuple[str, str, int]] = []
+    tenant_limit = getattr(connection.tenant, "max_concurrent_runs", 0)
+    if tenant_limit:
+        limits.append(("the organisation's runs", tenant_runs_slots_key(connection.schema_name), tenant_limit))
     for key in sorted(_used_provider_keys(run.spec)):
         config = providers.get(key)
         if config is None or not config.max_concurrency or config.provider_id is None:
             continue
-        slot = ProviderSlot(
-            redis_client(),
-            provider_slots_key(connection.schema_name, str(config.provider_id)),
-            config.max_concurrency,
-            holder=str(run.id),
-            ttl_s=run.spec["run_timeout_s"] + 60,
+        limits.append(
+            (
+                f"provider {key}",
+                provider_slots_key(connection.schema_name, str(config.provider_id)),
+                config.max_concurrency,
+            )
         )
+    slots: list[ProviderSlot] = []
+    for what, slots_key, limit in limits:
+        slot = ProviderSlot(redis_client(), slots_key, limit, holder=str(run.id), ttl_s=run.spec["run_timeout_s"] + 60)
         if not slot.try_acquire():
             _release(slots)
-            raise ProvidersBusy(key)
+            raise RunMustWait(f"{what}: all {limit} in use")
         slots.append(slot)
     return slots
 

@@ -352,6 +352,41 @@ def test_runs_waiting_for_a_saturated_provider_leave_the_workers_to_other_tenant
     assert starts[1] >= a_spans[0][1] and starts[2] >= a_spans[1][1]
 
 
+def test_a_tenant_runs_at_most_its_max_concurrent_runs_at_once_and_another_tenant_is_not_held_up(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """Tenant A may run one agent run at a time (platform admin's limit); its provider has room for more."""
+    # given
+    published_agent(slug="limited", mode="chat")
+    published_agent(tenant=tenant_b, slug="unlimited", mode="chat")
+
+    def limit(runs: int) -> None:  # saved as the platform admin saves it: every process's tenant cache sees it
+        tenant = Tenant.objects.get(pk=tenant_a.pk)
+        tenant.max_concurrent_runs = runs
+        tenant.save(update_fields=["max_concurrent_runs"])
+
+    committed.run(tenant_a, lambda: limit(1))
+    fake_llm.script(*[Reply(content=" ".join(["tok"] * 12), token_gap_s=0.1) for _ in range(3)])
+    try:
+        # when
+        a_runs = [start(committed, tenant_a, "limited") for _ in range(2)]
+        time.sleep(0.3)
+        b_run = start(committed, tenant_b, "unlimited")
+        b_events = follow(tenant_b, b_run)
+        a_events = [follow(tenant_a, run) for run in a_runs]
+    finally:
+        committed.run(tenant_a, lambda: limit(0))
+
+    # then
+    assert [events[-1]["data"]["status"] for events in [*a_events, b_events]] == ["succeeded"] * 3
+    a_spans = sorted(
+        (deltas[0], deltas[-1])
+        for deltas in ([e["ts"] for e in events if e["type"] == "text_delta"] for events in a_events)
+    )
+    assert a_spans[0][1] <= a_spans[1][0]
+    assert next(e["ts"] for e in b_events if e["type"] == "text_delta") < a_spans[0][1]
+
+
 def test_the_watchdog_closes_runs_whose_worker_died(
     committed: Committed, published_agent: Any, tenant_a: Tenant
 ) -> None:

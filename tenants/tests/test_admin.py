@@ -30,6 +30,7 @@ def add_tenant(client: Client, **overrides: str) -> object:
         "max_storage_bytes": "1000",
         "monthly_token_budget": "5000",
         "api_requests_per_minute": "120",
+        "max_concurrent_runs": "8",
         **overrides,
     }
     return client.post("/admin/tenants/tenant/add/", data, **PLATFORM)
@@ -42,7 +43,7 @@ def test_platform_admin_creates_a_tenant_with_schema_domain_and_owner(staff_clie
     tenant = Tenant.objects.get(schema_name="viaadmin")
     assert schema_exists("viaadmin")
     assert tenant.get_primary_domain().domain == "viaadmin.localhost"
-    assert (tenant.monthly_token_budget, tenant.api_requests_per_minute) == (5000, 120)
+    assert (tenant.monthly_token_budget, tenant.api_requests_per_minute, tenant.max_concurrent_runs) == (5000, 120, 8)
     with tenant_context(tenant):
         assert User.objects.get().email == "owner@viaadmin.test"
 
