@@ -228,6 +228,26 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+@pytest.fixture
+def own_queue() -> Iterator[str]:
+    """A chat queue of this test's own, and so a background queue of its own (see nexent_site/task_routes.py):
+    what this process sends goes there, and no worker consumes them unless the test starts one. Its broker keys
+    are deleted afterwards."""
+    from nexent_site.celery import app
+    from nexent_site.redis_pool import redis_client
+
+    default = app.conf.task_default_queue
+    queue = f"nexent-own-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    try:
+        yield queue
+    finally:
+        app.conf.task_default_queue = default
+        client = redis_client()
+        for key in [*client.scan_iter(f"{queue}*")]:
+            client.delete(key)
+
+
 @contextmanager
 def worker_process(queue: str, *, background: bool = True, **env_overrides: str) -> Iterator[dict]:
     """A real Celery worker process (prefork, 2 children) on the test database and real Redis, consuming the

@@ -12,7 +12,6 @@ from agents.models import Agent
 from conftest import Committed, owner_email, tenant_socket
 from conversations.models import Conversation, Message
 from conversations.services import conversation_start
-from nexent_site.redis_pool import redis_client
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tenants.models import Tenant
 
@@ -282,30 +281,20 @@ async def test_a_turn_whose_provider_is_busy_waits_its_turn_and_is_answered(
 
 
 async def test_stop_before_any_worker_took_the_turn_shows_the_answer_stopped_at_once(
-    chat: Any, committed: Committed, tenant_a: Tenant
+    chat: Any, committed: Committed, tenant_a: Tenant, own_queue: str
 ) -> None:
     """The turn waits in a queue no worker consumes (all workers busy, or down): the page's stop writes the
     answer at once and the page gets it, and the conversation takes the next message."""
-    from nexent_site.celery import app
-
     conversation, cookie = await asyncio.to_thread(chat, "unserved", mode="chat")
-    default_queue = app.conf.task_default_queue
-    app.conf.task_default_queue = f"nexent-unserved-{conversation.pk.hex[:6]}"
-    try:
-        communicator = socket(tenant_a, conversation.pk, cookie)
-        assert (await communicator.connect())[0]
-        await communicator.send_json_to({"type": "send", "content": "anyone there?"})
-        created = (await frames_until(communicator, "message_created"))[-1]
-        await communicator.send_json_to({"type": "stop"})
-        frames = await frames_until(communicator, "message_done", timeout=10)
-        await communicator.send_json_to({"type": "send", "content": "and now?"})
-        again = (await frames_until(communicator, "message_created", timeout=10))[-1]
-        await communicator.disconnect()
-    finally:
-        app.conf.task_default_queue = default_queue
-        await asyncio.to_thread(
-            lambda: redis_client().delete(f"nexent-unserved-{conversation.pk.hex[:6]}")  # the two unserved turns
-        )
+    communicator = socket(tenant_a, conversation.pk, cookie)
+    assert (await communicator.connect())[0]
+    await communicator.send_json_to({"type": "send", "content": "anyone there?"})
+    created = (await frames_until(communicator, "message_created"))[-1]
+    await communicator.send_json_to({"type": "stop"})
+    frames = await frames_until(communicator, "message_done", timeout=10)
+    await communicator.send_json_to({"type": "send", "content": "and now?"})
+    again = (await frames_until(communicator, "message_created", timeout=10))[-1]
+    await communicator.disconnect()
 
     done = frames[-1]
     assert (done["message_id"], done["status"]) == (created["assistant_message_id"], "stopped")

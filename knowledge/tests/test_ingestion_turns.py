@@ -4,8 +4,6 @@ model API)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,24 +18,6 @@ from nexent_site.redis_pool import redis_client
 from nexent_site.testing.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def own_queue() -> Iterator[str]:
-    """A chat queue of this test's own, so its background queue holds only this test's ingestion tasks."""
-    from nexent_site.celery import app
-    from nexent_site.task_routes import background_queue_for
-
-    default = app.conf.task_default_queue
-    queue = f"nexent-turns-{uuid.uuid4().hex[:6]}"
-    app.conf.task_default_queue = queue
-    try:
-        yield queue
-    finally:
-        app.conf.task_default_queue = default
-        client = redis_client()
-        for key in client.scan_iter(f"{background_queue_for(queue)}*"):
-            client.delete(key)
 
 
 def queued_tasks(queue: str) -> list[int]:

@@ -49,24 +49,6 @@ def test_healthz_refuses_writes(client: Client) -> None:
 
 
 @pytest.fixture
-def idle_queues() -> Iterator[str]:
-    """A chat queue of this test's own (and so a background queue of its own) that no worker consumes."""
-    from nexent_site.celery import app
-    from nexent_site.redis_pool import redis_client
-
-    default = app.conf.task_default_queue
-    queue = f"nexent-health-{uuid.uuid4().hex[:6]}"
-    app.conf.task_default_queue = queue
-    try:
-        yield queue
-    finally:
-        app.conf.task_default_queue = default
-        client = redis_client()
-        for key in [*client.scan_iter(f"{queue}*")]:
-            client.delete(key)
-
-
-@pytest.fixture
 def heartbeats() -> Iterator[None]:
     """The heartbeat keys as they were, put back afterwards (the session's worker may take beat's heartbeats)."""
     from nexent_site.redis_pool import redis_client
@@ -81,7 +63,7 @@ def heartbeats() -> Iterator[None]:
 
 @pytest.mark.django_db
 def test_healthz_counts_the_tasks_waiting_in_each_queue_and_reports_a_queue_no_worker_takes_from(
-    client: Client, idle_queues: str, heartbeats: None
+    client: Client, own_queue: str, heartbeats: None
 ) -> None:
     """The tasks are real Celery messages on the real Redis broker; no worker consumes these queues."""
     from conversations.tasks import conversation_title_generate
@@ -99,7 +81,7 @@ def test_healthz_counts_the_tasks_waiting_in_each_queue_and_reports_a_queue_no_w
     queues = response.json()["checks"]["queues"]
     assert queues["ok"] is True
     assert queues["queues"]["chat"] | {"heartbeat_age_s": 0} == {
-        "name": idle_queues,
+        "name": own_queue,
         "waiting": 0,
         "heartbeat_age_s": 0,
     }

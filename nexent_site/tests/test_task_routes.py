@@ -3,8 +3,6 @@ ingestion or titles never stands between a user and an answer. Real Celery worke
 
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +21,6 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 def queue_of(task_name: str) -> str:
     return app.amqp.router.route({}, task_name, (), {})["queue"].name
-
-
-@pytest.fixture
-def own_queue() -> Iterator[str]:
-    """A chat queue of this test's own (and so a background queue of its own), as a deployment would name it."""
-    default = app.conf.task_default_queue
-    queue = f"nexent-routes-{uuid.uuid4().hex[:6]}"
-    app.conf.task_default_queue = queue
-    try:
-        yield queue
-    finally:
-        app.conf.task_default_queue = default
 
 
 def test_ingestion_titles_and_clean_ups_go_to_the_background_queue_chat_turns_and_runs_do_not(own_queue: str) -> None:
