@@ -319,9 +319,13 @@ def run_execute(
             slots = _take_run_slots(run, providers)  # or RunMustWait: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
-    claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
-    )
+    try:
+        claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
+        )
+    except BaseException:
+        _release(slots)
+        raise
     if not claimed:
         _release(slots)
         run.refresh_from_db()
