@@ -10,7 +10,13 @@ ratio of the pipeline's throughput to the raw throughput of the same embedding m
 (the chunks' embedding inputs sent straight to the model afterwards, in batches of the same size, one
 after another), and the worker's peak memory (RSS of its process tree). Last line: JSON.
 
-    python bench/ingest.py [--docs 200] [--worker-threads 4]
+Tenants take turns (knowledge.services.documents): just after the corpus, a second tenant uploads one short
+document, and the time until it is ready is reported (`other_tenant_ready_s`). `--tenant-concurrency N` sets
+how many of a tenant's documents may be with the workers at once (default: the worker's threads, so the one
+tenant keeps every thread busy); a number at least as large as `--docs` gives the one first-in-first-out queue
+of before, for comparison.
+
+    python bench/ingest.py [--docs 200] [--worker-threads 4] [--tenant-concurrency N]
 """
 
 from __future__ import annotations
@@ -152,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--worker-threads", type=int, default=4)
+    parser.add_argument("--tenant-concurrency", type=int, default=0, help="default: --worker-threads")
     args = parser.parse_args()
 
     from nexent_site.devstack import start_services
@@ -186,9 +193,10 @@ def main() -> None:
         embed_url = f"http://127.0.0.1:{embed_port}/v1"
         queue = f"bench-ingest-{os.getpid()}"
         app.conf.task_default_queue = queue
-        # one tenant here, so it may keep every worker thread busy (knowledge.services.documents: tenants' turns)
-        settings.KNOWLEDGE_TENANT_CONCURRENCY = args.worker_threads
-        env = dict(os.environ, CELERY_QUEUE=queue, KNOWLEDGE_TENANT_CONCURRENCY=str(args.worker_threads))
+        # the corpus's tenant may keep every worker thread busy (knowledge.services.documents: tenants' turns)
+        turns = args.tenant_concurrency or args.worker_threads
+        settings.KNOWLEDGE_TENANT_CONCURRENCY = turns
+        env = dict(os.environ, CELERY_QUEUE=queue, KNOWLEDGE_TENANT_CONCURRENCY=str(turns))
         # ingestion runs on the background queue (nexent_site/task_routes.py); at the default CPU priority here,
         # with nothing else to give way to
         worker = celery_worker(
@@ -211,9 +219,13 @@ def main() -> None:
         tenant = Tenant.objects.filter(schema_name="bench").first() or tenant_create(
             slug="bench", name="Bench", owner_email="bench@bench.test", owner_password="Bench-Password-123"
         )
+        other = Tenant.objects.filter(schema_name="benchtwo").first() or tenant_create(
+            slug="benchtwo", name="Bench two", owner_email="bench@benchtwo.test", owner_password="Bench-Password-123"
+        )
         rng = random.Random(5)
         corpus = [make_document(i, rng) for i in range(args.docs)]
-        with tenant_context(tenant):
+
+        def fresh_kb() -> KnowledgeBase:
             provider = ModelProvider.objects.filter(name="Bench e5").first() or ModelProvider(name="Bench e5")
             provider.kind, provider.base_url, provider.model_name = "embedding", embed_url, "multilingual-e5-small"
             provider.dimension, provider.embedding_input_type, provider.max_concurrency = 384, True, 4
@@ -221,7 +233,13 @@ def main() -> None:
             old = KnowledgeBase.objects.filter(slug="bench-ingest").first()
             if old is not None:
                 knowledge_base_delete(knowledge_base=old)
-            kb = knowledge_base_create(name="Bench ingest", slug="bench-ingest", embedding_provider=provider)
+            return knowledge_base_create(name="Bench ingest", slug="bench-ingest", embedding_provider=provider)
+
+        with tenant_context(other):
+            other_kb = fresh_kb()
+        with tenant_context(tenant):
+            kb = fresh_kb()
+            provider = kb.embedding_provider
             embed(ProviderConfig.from_provider(provider), ["warm-up"], input_type="passage")
             time.sleep(3)  # the worker is up
             print(
@@ -233,7 +251,17 @@ def main() -> None:
             started = time.perf_counter()
             ids = [document_upload(knowledge_base=kb, upload=ContentFile(data, name=name)).pk for name, data in corpus]
             uploaded = time.perf_counter() - started
-            while Document.objects.filter(pk__in=ids, status__in=IN_PROGRESS).exists():
+            with tenant_context(other):
+                other_sent = time.perf_counter()
+                other_id = document_upload(
+                    knowledge_base=other_kb, upload=ContentFile(b"# Other tenant\n\nOne short page.", name="other.md")
+                ).pk
+            other_ready = None
+            while Document.objects.filter(pk__in=ids, status__in=IN_PROGRESS).exists() or other_ready is None:
+                if other_ready is None:
+                    with tenant_context(other):
+                        if not Document.objects.filter(pk=other_id, status__in=IN_PROGRESS).exists():
+                            other_ready = time.perf_counter() - other_sent
                 time.sleep(0.25)
             pipeline = time.perf_counter() - started
             peak_rss = rss.stop()
@@ -242,6 +270,10 @@ def main() -> None:
             pages = sum(d.pages or 1 for d in documents if d.status == "ready")
             chunks = list(Chunk.objects.filter(document__in=ids, live=True).order_by("document", "position"))
             print(f"uploaded in {uploaded:.1f} s; all ingested after {pipeline:.1f} s; failed: {len(failed)}")
+            print(
+                f"another tenant's one document, uploaded just after them: ready after {other_ready:.1f} s "
+                f"(at most {turns} of the first tenant's documents with the workers at once)"
+            )
             for title, error in failed[:5]:
                 print(f"  {title}: {error}")
 
@@ -253,6 +285,8 @@ def main() -> None:
                 embed(config, inputs[offset : offset + batch], input_type="passage")
             raw = time.perf_counter() - raw_started
             knowledge_base_delete(knowledge_base=kb)
+            with tenant_context(other):
+                knowledge_base_delete(knowledge_base=other_kb)
 
         figures = {
             "docs_per_min": round(len(documents) / pipeline * 60, 1),
@@ -261,6 +295,7 @@ def main() -> None:
             "peak_rss_mb": round(peak_rss / 2**20, 1),
             "chunks": len(chunks),
             "failed_docs": len(failed),
+            "other_tenant_ready_s": round(other_ready, 1),
         }
         print(
             f"{len(chunks)} chunks: pipeline {len(chunks) / pipeline:.2f} chunks/s, the model alone "
