@@ -15,7 +15,7 @@ def agent_run_execute(self: Any, run_id: str) -> str | None:
     try:
         run = run_execute(run_id=run_id)
     except RunMustWait as busy:
-        raise self.retry(countdown=busy.retry_in_s) from None
+        raise self.retry(countdown=busy.retry_in_s(self.request.retries)) from None
     return run.status if run else None
 
 

@@ -48,7 +48,7 @@ def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> s
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
         )
     except RunMustWait as busy:  # its files are read by now
-        raise self.retry(args=[message_id, False], countdown=busy.retry_in_s) from None
+        raise self.retry(args=[message_id, False], countdown=busy.retry_in_s(self.request.retries)) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
     message_announce(message=message)

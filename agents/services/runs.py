@@ -58,13 +58,14 @@ ROLES = ("system", "user", "assistant")
 class RunMustWait(Exception):
     """The run may not start yet: its tenant has its `max_concurrent_runs` executing, or a provider it uses has
     every slot taken (its `max_concurrency`). Nothing was claimed or published: the run stays queued and its
-    task is to be tried again in `retry_in_s`, without holding a worker thread meanwhile. A run that waited in
+    task is to be tried again later (`retry_in_s`), without holding a worker thread meanwhile. A run that waited in
     its thread instead let one tenant whose provider is saturated fill every worker thread with runs waiting
     for it, and every other tenant's turns then waited in the queue behind them."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.retry_in_s = settings.RUN_SLOT_RETRY_S * random.uniform(0.5, 1.5)
+    def retry_in_s(self, retries: int) -> float:
+        """When to try again after `retries` tries: RUN_SLOT_RETRY_S, doubled twice at most (a long backlog is
+        polled less often), ± half so that waiting runs do not all come back together."""
+        return settings.RUN_SLOT_RETRY_S * 2 ** min(retries, 2) * random.uniform(0.5, 1.5)
 
 
 RUN_OVERRIDES = ("temperature", "max_tokens")
