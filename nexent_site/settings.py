@@ -363,8 +363,8 @@ MCP_CONNECT_TIMEOUT_S = env.float("MCP_CONNECT_TIMEOUT_S", default=15)
 # Runs still "running" this long after their deadline are marked failed by the watchdog.
 RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # A run whose tenant has its most runs executing (Tenant.max_concurrent_runs), or whose provider is at its
-# concurrency limit, stays queued and its task is tried again after about this long (± half; twice, then four
-# times as long once it has waited a while), instead of waiting in a worker thread that other tenants' turns need.
+# concurrency limit, stays queued and its task is tried again after about this long (± half; then 2, 4 and 8 times
+# as long), instead of waiting in a worker thread that other tenants' turns need.
 RUN_SLOT_RETRY_S = env.float("RUN_SLOT_RETRY_S", default=0.5)
 # An answer whose run ended this long ago and is still "pending" or "streaming" lost its turn's task (its
 # worker died, or a stop came while it was queued): the messages' watchdog writes it from the run.

@@ -63,9 +63,10 @@ class RunMustWait(Exception):
     for it, and every other tenant's turns then waited in the queue behind them."""
 
     def retry_in_s(self, retries: int) -> float:
-        """When to try again after `retries` tries: RUN_SLOT_RETRY_S, doubled twice at most (a long backlog is
-        polled less often), ± half so that waiting runs do not all come back together."""
-        return settings.RUN_SLOT_RETRY_S * 2 ** min(retries, 2) * random.uniform(0.5, 1.5)
+        """When to try again after `retries` tries: RUN_SLOT_RETRY_S, doubled three times at most, ± half so that
+        waiting runs do not all come back together. A try costs the worker a few milliseconds of CPU (Celery's
+        retry and delivery, the run's load, the providers' query): a long backlog is polled less often."""
+        return settings.RUN_SLOT_RETRY_S * 2 ** min(retries, 3) * random.uniform(0.5, 1.5)
 
 
 RUN_OVERRIDES = ("temperature", "max_tokens")
