@@ -78,12 +78,14 @@ def knowledge_base_change_embedding(*, knowledge_base: KnowledgeBase, provider: 
 def knowledge_base_reindex(*, knowledge_base: KnowledgeBase) -> int:
     """Rebuild every document (not those being ingested or cancelled). Searches go on meanwhile: each
     document's chunks are swapped when its new ones are ready. Returns how many were queued."""
-    from knowledge.services.documents import document_enqueue
+    from knowledge.services.documents import dispatch_on_commit, document_enqueue
 
     queued = 0
     for document in knowledge_base.documents.exclude(status__in=["cancelled", *IN_PROGRESS]):
-        document_enqueue(document=document)
+        document_enqueue(document=document, dispatch=False)
         queued += 1
+    if queued:
+        dispatch_on_commit()
     return queued
 
 

@@ -33,9 +33,11 @@ def _title_from(name: str) -> str:
 
 
 @transaction.atomic
-def document_upload(*, knowledge_base: KnowledgeBase, upload: Any, user: Any = None, title: str = "") -> Document:
+def document_upload(
+    *, knowledge_base: KnowledgeBase, upload: Any, user: Any = None, title: str = "", dispatch: bool = True
+) -> Document:
     """Store the upload (refused with a clear ApplicationError when empty, too large, of a type not accepted
-    or over quota: nothing is stored then) and queue its ingestion."""
+    or over quota: nothing is stored then) and queue its ingestion (`dispatch`: see `document_enqueue`)."""
     stored = file_store(upload=upload, owner=user)
     document = Document.objects.create(
         knowledge_base=knowledge_base,
@@ -43,7 +45,7 @@ def document_upload(*, knowledge_base: KnowledgeBase, upload: Any, user: Any = N
         title=(title or _title_from(stored.original_name))[:300],
         uploaded_by=user if getattr(user, "pk", None) else None,
     )
-    document_enqueue(document=document)
+    document_enqueue(document=document, dispatch=dispatch)
     return document
 
 
@@ -57,9 +59,12 @@ def documents_upload(
     try:
         with transaction.atomic():
             for upload in uploads:
-                document = document_upload(knowledge_base=knowledge_base, upload=upload, user=user, title=title)
+                document = document_upload(
+                    knowledge_base=knowledge_base, upload=upload, user=user, title=title, dispatch=False
+                )
                 documents.append(document)
                 stored_keys.append(document.file.storage_key)
+            dispatch_on_commit()  # once for them all
     except BaseException:
         for key in stored_keys:
             files_storage().delete(key)
@@ -67,9 +72,10 @@ def documents_upload(
     return documents
 
 
-def document_enqueue(*, document: Document, resume: bool = False) -> None:
+def document_enqueue(*, document: Document, resume: bool = False, dispatch: bool = True) -> None:
     """Queue the document's ingestion. `resume` keeps the generation being built and its checkpoint (the
-    watchdog's re-queue); otherwise a new generation is started while the live chunks stay searchable."""
+    watchdog's re-queue); otherwise a new generation is started while the live chunks stay searchable.
+    `dispatch=False`: the caller, which queues several, calls `dispatch_on_commit()` once after them."""
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": DocumentStatus.QUEUED,
@@ -88,6 +94,12 @@ def document_enqueue(*, document: Document, resume: bool = False) -> None:
     Document.objects.filter(pk=document.pk).update(**fields)
     document.refresh_from_db()
     document_progress_publish(document)
+    if dispatch:
+        dispatch_on_commit()
+
+
+def dispatch_on_commit() -> None:
+    """`documents_dispatch` for the current tenant once the current transaction commits (at once without one)."""
     tenant = connection.tenant
     transaction.on_commit(lambda: documents_dispatch(tenant=tenant))
 
