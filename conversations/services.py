@@ -315,7 +315,7 @@ def message_announce(*, message: Message) -> None:
             "type": "message_done",
             "message_id": message.pk,
             "status": message.status,
-            "run_id": str(message.run_id),
+            "run_id": str(message.run_id) if message.run_id else None,
             # the pages render it from this instead of reading it back (three queries per page)
             "message": message_snapshot(message),
         },
