@@ -1,7 +1,6 @@
 import time
 
 from celery import shared_task
-from django.conf import settings
 from django.db import connection
 
 from accounts.models import User
@@ -10,13 +9,9 @@ HEARTBEAT_KEYS = {"chat": "nexent:heartbeat", "background": "nexent:heartbeat:ba
 
 
 def _heartbeat(queue_role: str) -> None:
-    import redis
+    from nexent_site.redis_pool import redis_client
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    try:
-        client.set(HEARTBEAT_KEYS[queue_role], time.time(), ex=24 * 3600)
-    finally:
-        client.close()
+    redis_client().set(HEARTBEAT_KEYS[queue_role], time.time(), ex=24 * 3600)
 
 
 @shared_task(name="tenants.tasks.platform_heartbeat", ignore_result=True)

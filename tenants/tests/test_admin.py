@@ -56,6 +56,7 @@ def test_platform_admin_creates_a_tenant_with_schema_domain_and_owner(staff_clie
         ({"schema_name": "api"}, "schema_name", "reserved"),
         ({"schema_name": "alpha"}, "schema_name", "already exists"),
         ({"owner_password": "abc"}, "owner_password", "too short"),
+        ({"max_concurrent_runs": "-1"}, "max_concurrent_runs", "greater than or equal to 0"),
     ],
 )
 def test_platform_admin_shows_field_errors(staff_client: Client, overrides: dict, field: str, text: str) -> None:
