@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
@@ -106,7 +107,12 @@ def dispatch_on_commit() -> None:
 
 def documents_dispatch(*, tenant: Any = None) -> list[int]:
     """Hand the tenant's waiting documents (the current tenant's, or `tenant`'s) to the workers, oldest first,
-    while fewer than KNOWLEDGE_TENANT_CONCURRENCY of its documents are with them. Returns the ids handed over.
+    while fewer than KNOWLEDGE_TENANT_CONCURRENCY of its documents are with them, and fewer than its embedding
+    provider's `max_concurrency` of those embedded by the same provider. Returns the ids handed over.
+
+    The provider's cap keeps a document from taking a worker thread only to wait there for the provider's slot
+    (knowledge.services.embedding): with a one-at-a-time provider, four documents in flight held four background
+    threads and embedded one batch at a time, while other tenants' documents waited for a thread.
 
     Called when a document is queued, when an ingestion ends, and by the watchdog. One dispatcher at a time per
     tenant (a transaction-level advisory lock), so two never hand out the same free place."""
@@ -115,15 +121,36 @@ def documents_dispatch(*, tenant: Any = None) -> list[int]:
             return documents_dispatch()
     from knowledge.tasks import document_ingest_task
 
+    provider = "knowledge_base__embedding_provider"
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"ingest-dispatch:{connection.schema_name}"])
-        with_workers = Document.objects.filter(status__in=IN_PROGRESS, heartbeat_at__isnull=False).count()
-        free = settings.KNOWLEDGE_TENANT_CONCURRENCY - with_workers
+        with_workers = dict(
+            Document.objects.filter(status__in=IN_PROGRESS, heartbeat_at__isnull=False)
+            .values_list(provider)
+            .annotate(count=Count("pk"))
+            .order_by()
+        )
+        free = settings.KNOWLEDGE_TENANT_CONCURRENCY - sum(with_workers.values())
         if free <= 0:
             return []
-        waiting = Document.objects.filter(status=DocumentStatus.QUEUED, heartbeat_at__isnull=True)
-        ids = list(waiting.order_by("updated_at", "pk").values_list("pk", flat=True)[:free])
+        # the oldest `free` waiting documents of each provider, in the order they were queued
+        waiting = (
+            Document.objects.filter(status=DocumentStatus.QUEUED, heartbeat_at__isnull=True)
+            .annotate(
+                turn=Window(RowNumber(), partition_by=[F(provider)], order_by=[F("updated_at").asc(), F("pk").asc()])
+            )
+            .filter(turn__lte=free)
+            .order_by("updated_at", "pk")
+            .values_list("pk", provider, f"{provider}__max_concurrency")
+        )
+        ids = []
+        for pk, provider_id, limit in waiting:
+            if len(ids) == free:
+                break
+            if with_workers.get(provider_id, 0) < limit:
+                ids.append(pk)
+                with_workers[provider_id] = with_workers.get(provider_id, 0) + 1
         if ids:
             # the watchdog counts from here: a document whose task is lost is queued again once it is stale
             Document.objects.filter(pk__in=ids).update(heartbeat_at=timezone.now())

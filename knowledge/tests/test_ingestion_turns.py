@@ -11,6 +11,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
+from agents.models import ModelProvider
 from conftest import Committed, worker_process
 from knowledge.models import Document, DocumentStatus, KnowledgeBase
 from knowledge.tests.fixtures import wait_for_documents
@@ -82,6 +83,59 @@ def test_a_bulk_upload_hands_the_workers_only_its_tenants_share_and_another_tena
     assert committed.run(tenant_a, documents_watchdog) == {"requeued": 0, "failed": 0, "dispatched": 0}
     waiting = committed.run(tenant_a, lambda: list(Document.objects.filter(pk__in=a_ids[3:])))
     assert [(d.status, d.attempts, d.heartbeat_at) for d in waiting] == [(DocumentStatus.QUEUED, 1, None)] * 2
+
+
+def test_documents_are_handed_out_no_faster_than_their_embedding_provider_takes_them(
+    committed: Committed,
+    make_kb: Any,
+    tenant_a: Any,
+    tenant_b: Any,
+    fake_llm: FakeOpenAI,
+    own_queue: str,
+    settings: Any,
+) -> None:
+    """No worker consumes this test's queue. A one-at-a-time embedding provider gets one document at a time (the
+    others would hold worker threads only to wait for its slot); the tenant's other provider is not held up."""
+    from knowledge.services.bases import knowledge_base_create, knowledge_base_delete
+    from knowledge.services.documents import documents_dispatch
+    from knowledge.tests.fixtures import embedding_provider
+
+    settings.KNOWLEDGE_TENANT_CONCURRENCY = 4
+
+    def one_at_a_time_kb() -> KnowledgeBase:
+        provider = embedding_provider(fake_llm, name="One at a time")
+        ModelProvider.objects.filter(pk=provider.pk).update(max_concurrency=1)
+        return knowledge_base_create(name="Slow", slug="slow", embedding_provider=provider)
+
+    def remove_slow() -> None:
+        for kb in KnowledgeBase.objects.filter(slug="slow"):
+            knowledge_base_delete(knowledge_base=kb)
+        ModelProvider.objects.filter(name="One at a time").delete()
+
+    slow = committed.run(tenant_a, one_at_a_time_kb)
+    committed.on_teardown(tenant_a, remove_slow)
+    fast, kb_b = make_kb(tenant=tenant_a), make_kb(tenant=tenant_b)
+
+    # when: three files go to the one-at-a-time provider's knowledge base, then two to the other one's
+    slow_ids = upload_many(committed, tenant_a, slow, 3, "slow")
+    fast_ids = upload_many(committed, tenant_a, fast, 2, "fast")
+
+    # then: one of the first three is with the workers, and both of the others
+    assert queued_tasks(own_queue) == [slow_ids[0], *fast_ids]
+    assert committed.run(tenant_a, documents_dispatch) == []
+
+    # and: tenant B's documents do not count against A's provider (B has one of its own)
+    (b_id,) = upload_many(committed, tenant_b, kb_b, 1, "beta")
+    assert queued_tasks(own_queue) == [slow_ids[0], *fast_ids, b_id]
+
+    # when: the first slow one is ingested, the next one takes its place; only one
+    committed.run(tenant_a, lambda: Document.objects.filter(pk=slow_ids[0]).update(status=DocumentStatus.READY))
+    assert committed.run(tenant_a, documents_dispatch) == [slow_ids[1]]
+    assert committed.run(tenant_a, documents_dispatch) == []
+
+    # when: the provider is allowed three at once, the last one goes too
+    committed.run(tenant_a, lambda: ModelProvider.objects.filter(name="One at a time").update(max_concurrency=3))
+    assert committed.run(tenant_a, documents_dispatch) == [slow_ids[2]]
 
 
 def test_a_tenants_documents_are_all_ingested_in_turns_while_another_tenant_is_served_in_between(
