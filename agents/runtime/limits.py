@@ -2,6 +2,11 @@
 
 Holders live in a Redis sorted set scored by their expiry, so a slot held by a worker that died frees
 itself; the check-and-take is one Lua script, so two workers never take the last slot together.
+
+Priorities: a holder that someone waits for (a search's query embedding) says so while it waits, and holders
+that give way (an ingestion's batches) take no slot meanwhile. Without it, a search polling for a slot of a
+provider busy with a bulk upload found the slots taken again each time: the ingestion threads take the next
+batch's slot as soon as they have written the last one, and a query waited for many batches.
 """
 
 from __future__ import annotations
@@ -13,10 +18,17 @@ import redis
 
 _TAKE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+local held = redis.call('ZSCORE', KEYS[1], ARGV[4])
+if not held and ARGV[6] == 'low' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+if held or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   return 1
+end
+if ARGV[6] == 'high' then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[7])
 end
 return 0
 """
@@ -31,18 +43,42 @@ def tenant_runs_slots_key(schema_name: str) -> str:
 
 
 class ProviderSlot:
-    def __init__(self, client: redis.Redis, key: str, limit: int, holder: str, ttl_s: int) -> None:
+    """One holder's slot among `limit` under `key`. `priority`: NORMAL; HIGH, which says it is waiting while it
+    does, so that LOW holders take no slot until it has one (or stopped waiting: the mark expires)."""
+
+    LOW, NORMAL, HIGH = "low", "normal", "high"
+
+    def __init__(
+        self, client: redis.Redis, key: str, limit: int, holder: str, ttl_s: int, priority: str = NORMAL
+    ) -> None:
         self.client, self.key, self.limit, self.holder, self.ttl_s = client, key, limit, holder, ttl_s
+        self.priority = priority
         self._take = client.register_script(_TAKE)
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, *, waiting_mark_s: float = 1.0) -> bool:
+        """Take a slot if one is free (and, for a LOW holder, if no HIGH one waits). A HIGH holder refused marks
+        the key as waited for, for `waiting_mark_s`."""
         now = time.time()
-        return bool(self._take(keys=[self.key], args=[now, self.limit, now + self.ttl_s, self.holder, self.ttl_s + 60]))
+        return bool(
+            self._take(
+                keys=[self.key, f"{self.key}:waiting"],
+                args=[
+                    now,
+                    self.limit,
+                    now + self.ttl_s,
+                    self.holder,
+                    self.ttl_s + 60,
+                    self.priority,
+                    max(1, int(waiting_mark_s * 1000)),
+                ],
+            )
+        )
 
     def acquire(self, *, check: Callable[[], None], poll_s: float = 0.2) -> float:
-        """Wait for a slot; `check` may raise to give up (cancelled, timed out). Returns seconds waited."""
+        """Wait for a slot; `check` may raise to give up (cancelled, timed out). Returns seconds waited. A HIGH
+        holder's mark that it waits outlives a few polls, not more: once it has its slot, LOW holders go on."""
         started = time.monotonic()
-        while not self.try_acquire():
+        while not self.try_acquire(waiting_mark_s=3 * poll_s):
             check()
             time.sleep(poll_s)
         return time.monotonic() - started

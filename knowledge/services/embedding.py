@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -21,7 +22,7 @@ def _config(kb: Any) -> ProviderConfig:
     return ProviderConfig(**{**config.__dict__, "dimension": kb.embedding_dimension})
 
 
-def _with_slot(config: ProviderConfig, call: Any) -> Any:
+def _with_slot(config: ProviderConfig, call: Any, *, priority: str, poll_s: float) -> Any:
     if not config.max_concurrency or config.provider_id is None:
         return call()
     slot = ProviderSlot(
@@ -30,8 +31,9 @@ def _with_slot(config: ProviderConfig, call: Any) -> Any:
         config.max_concurrency,
         holder=uuid.uuid4().hex,
         ttl_s=int(config.timeout_s) + 30,
+        priority=priority,
     )
-    slot.acquire(check=lambda: None)
+    slot.acquire(check=lambda: None, poll_s=poll_s)
     try:
         return call()
     finally:
@@ -46,7 +48,9 @@ def embed_passages(kb: Any, texts: list[str]) -> list[list[float]]:
     delay = settings.KNOWLEDGE_EMBED_BACKOFF_S
     for attempt in range(settings.KNOWLEDGE_EMBED_RETRIES + 1):
         try:
-            return _with_slot(config, lambda: embed(config, texts, input_type="passage"))
+            # a document's batches give way to searches waiting for the provider (agents.runtime.limits)
+            batch = partial(embed, config, texts, input_type="passage")
+            return _with_slot(config, batch, priority=ProviderSlot.LOW, poll_s=0.2)
         except ProviderError as exc:
             if not exc.transient or attempt == settings.KNOWLEDGE_EMBED_RETRIES:
                 raise
@@ -57,4 +61,5 @@ def embed_passages(kb: Any, texts: list[str]) -> list[list[float]]:
 
 def embed_query(kb: Any, query: str) -> list[float]:
     config = _config(kb)
-    return _with_slot(config, lambda: embed(config, [query], input_type="query"))[0]
+    call = partial(embed, config, [query], input_type="query")
+    return _with_slot(config, call, priority=ProviderSlot.HIGH, poll_s=0.05)[0]
