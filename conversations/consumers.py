@@ -49,6 +49,7 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
             await self.close(code=WS_CLOSE_NOT_FOUND)
             return
         self.group = conversation_group_name(self.tenant.schema_name, str(self.conversation.pk))
+        self.done_sent: set[int] = set()  # the messages this socket has had `message_done` for
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
@@ -120,6 +121,13 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
         if not belongs:  # a forged or foreign run id: nothing about it is revealed
             raise ApplicationError("No such run in this conversation.", code="not_found")
         await self.relay_run(self.tenant.schema_name, str(run_id), after)
+        if self.run_relayed_to_end(str(run_id)):
+            # The run ended, maybe before this socket joined the conversation's group (a page loaded or reconnected
+            # just then): its `message_done` went to the pages open at the time. This page gets the stored answer
+            # too, or it would wait for it with its stop button showing.
+            done = await run_in_tenant(self.tenant, self._message_done_for_run, str(run_id))
+            if done is not None:
+                await self._send_done(done)
 
     def _own_message(self, message_id: Any) -> Message:
         message = message_get_for_user(message_id=message_id, user=self.user)
@@ -127,9 +135,36 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
             raise ApplicationError("No such message in this conversation.", code="not_found")
         return message
 
+    async def _send_done(self, payload: dict) -> None:
+        """A `message_done` frame, once per message and socket (the group's and a resume's may both come)."""
+        if payload["message_id"] in self.done_sent:
+            return
+        self.done_sent.add(payload["message_id"])
+        await self.send_json(payload)
+
+    def _message_done_for_run(self, run_id: str) -> dict | None:
+        """The `message_done` frame of this conversation's answer written by `run_id`, if it is written."""
+        message = (
+            self.conversation.messages.filter(run_id=run_id)
+            .exclude(status__in=Message.ACTIVE_STATUSES)
+            .prefetch_related("units", "citations")
+            .first()
+        )
+        if message is None:
+            return None
+        return {
+            "type": "message_done",
+            "message_id": message.pk,
+            "status": message.status,
+            "run_id": run_id,
+            "html": self._render(message),
+        }
+
     async def chat_notice(self, event: dict) -> None:
         payload = dict(event["payload"])
         if payload.get("type") == "message_done":
+            if payload["message_id"] in self.done_sent:
+                return
             run_id = payload.get("run_id")
             if run_id and run_id in getattr(self, "_run_seqs", {}) and not self.run_relayed_to_end(run_id):
                 # whatever of the run the channel layer may have dropped comes first, from the stream
@@ -139,6 +174,8 @@ class ChatConsumer(RunRelayMixin, JsonConsumer):
                 payload["html"] = self._render(message_from_snapshot(snapshot))
             else:
                 payload["html"] = await run_in_tenant(self.tenant, self._render_message, payload["message_id"])
+            await self._send_done(payload)
+            return
         await self.send_json(payload)
 
     def _render_message(self, message_id: int) -> str:

@@ -330,6 +330,52 @@ async def test_a_reconnect_resumes_without_gaps_or_duplicates(
     assert text == " ".join(f"t{i}" for i in range(25))
 
 
+async def test_a_page_that_joins_after_the_answer_ended_gets_the_stored_answer_once(
+    chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
+) -> None:
+    """A page loaded (or reconnected) just as the answer ended: the answer's `message_done` went to the pages open
+    then. Its resume replays the run to `run_finished`, then gives it the stored answer, and only once."""
+    conversation, cookie = await asyncio.to_thread(chat, "late-page", mode="chat")
+    fake_llm.script(Reply(content="Finished before you looked."))
+
+    # given: a turn answered while no page of it was open
+    sender = socket(tenant_a, conversation.pk, cookie)
+    assert (await sender.connect())[0]
+    await sender.send_json_to({"type": "send", "content": "quick one"})
+    created = await sender.receive_json_from(timeout=20)
+    await sender.disconnect()
+
+    def answered() -> bool:
+        return Message.objects.get(pk=created["assistant_message_id"]).status == Message.Status.COMPLETED
+
+    deadline = time.monotonic() + 30
+    while not await asyncio.to_thread(committed.run, tenant_a, answered):
+        assert time.monotonic() < deadline, "the turn was not answered"
+        await asyncio.sleep(0.05)
+
+    # when: a page that still shows it as being written follows the run
+    page = socket(tenant_a, conversation.pk, cookie)
+    assert (await page.connect())[0]
+    await page.send_json_to({"type": "resume", "run_id": created["run_id"], "after": 0})
+    frames = await frames_until(page, "message_done")
+
+    # then: every event of the run, then the stored answer, rendered
+    assert [f["seq"] for f in frames if "seq" in f] == list(range(1, len(frames)))
+    assert frames[-2]["type"] == "run_finished"
+    done = frames[-1]
+    assert (done["message_id"], done["status"], done["run_id"]) == (
+        created["assistant_message_id"],
+        "completed",
+        created["run_id"],
+    )
+    assert "status-completed" in done["html"] and "Finished before you looked." in done["html"]
+
+    # and: asked again, it is not sent twice
+    await page.send_json_to({"type": "resume", "run_id": created["run_id"], "after": 0})
+    assert await page.receive_nothing(timeout=0.5)
+    await page.disconnect()
+
+
 async def test_bad_input_gets_clear_errors_and_changes_nothing(
     chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
 ) -> None:
