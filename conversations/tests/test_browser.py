@@ -74,3 +74,53 @@ def test_log_in_chat_see_tokens_stop_and_find_the_history(
     )
     assert page.locator("text=Stopped.").count() == 1
     assert committed.run(tenant_a, lambda: Agent.objects.filter(slug="browser-bot").exists())
+
+
+def test_on_a_phone_the_chat_fits_the_screen_and_the_conversation_list_folds_away(
+    browser_page: Any,
+    asgi_server: dict,
+    committed: Committed,
+    fake_llm: FakeOpenAI,
+    published_agent: Any,
+    tenant_a: Tenant,
+) -> None:
+    page, base = browser_page, asgi_server["url"](tenant_a)
+    published_agent(slug="phone-bot", mode="chat", greeting="Hello from the phone bot.")
+    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="phone-bot").delete())
+    fake_llm.script(Reply(content="A short answer that fits."))
+    problems: list[str] = []
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_sideways_scroll = "() => document.documentElement.scrollWidth <= window.innerWidth"
+
+    # when: the owner logs in on a phone and starts a conversation
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", owner_email("alpha"))
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Hello from the phone bot.")
+    assert page.evaluate(no_sideways_scroll)
+    page.fill("#first-phone-bot", "Hello")
+    page.click("form:has(#first-phone-bot) button[type=submit]")
+    page.wait_for_url("**/chat/**")
+    page.wait_for_selector("#thread article.assistant.status-completed")
+
+    # then: nothing is wider than the screen, and the answer and the message box are on it, not below the list
+    assert page.evaluate(no_sideways_scroll)
+    assert page.locator("#content").is_visible()
+    assert page.locator("#content").bounding_box()["y"] < 844
+    conversations = page.locator(".sidebar .conversations")
+    assert not conversations.is_visible()
+
+    # when: the list is opened, the conversation is in it
+    page.click(".sidebar summary")
+    assert conversations.is_visible()
+    assert conversations.locator("li[aria-current=page]").count() == 1
+
+    # and: from the desk, the list is always open and its fold has no summary to click
+    page.set_viewport_size({"width": 1100, "height": 800})
+    assert not page.locator(".sidebar summary").is_visible()
+    assert conversations.is_visible()
+
+    # and: no page asked for something the server does not have (a missing icon, a script)
+    assert problems == []
