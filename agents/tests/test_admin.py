@@ -22,6 +22,13 @@ def owner_a(client: Client, tenant_a: Tenant) -> Client:
     return client
 
 
+def test_the_admin_is_the_tenants_own_and_names_its_icon(owner_a: Client, tenant_a: Tenant) -> None:
+    """The site icon is in the page (browsers otherwise ask for /favicon.ico, a 404 in the console)."""
+    page = owner_a.get("/admin/", HTTP_HOST=host_of(tenant_a)).content.decode()
+    assert f"{tenant_a.name} · Nexent" in page
+    assert '<link rel="icon" href="data:image/svg+xml' in page
+
+
 def test_export_import_and_rollback_through_the_admin(owner_a: Client, tenant_a: Tenant) -> None:
     host = {"HTTP_HOST": host_of(tenant_a)}
     with tenant_context(tenant_a):
