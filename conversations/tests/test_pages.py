@@ -49,6 +49,17 @@ def test_the_chat_page_shows_the_history_rendered(client: Client, setup: dict) -
     assert f'data-ws="/ws/chat/{setup["conversation"].pk}/"' in page
 
 
+def test_what_a_person_wrote_is_shown_as_written(client: Client, setup: dict, tenant_a: Tenant) -> None:
+    """As the page shows it while sending (plain text, lines kept): not as markdown, and never as HTML."""
+    with tenant_context(tenant_a):
+        Message.objects.create(
+            conversation=setup["conversation"], role="user", content="Keep *these* stars\n<b>and tags</b>"
+        )
+    page = client.get(f"/chat/{setup['conversation'].pk}/", **setup["host"]).content.decode()
+    assert '<div class="content">Keep *these* stars\n&lt;b&gt;and tags&lt;/b&gt;</div>' in page
+    assert "<em>care</em>" in page  # answers are still markdown
+
+
 def test_starting_a_conversation_saves_the_first_message(client: Client, setup: dict, tenant_a: Tenant) -> None:
     response = client.post("/chat/new/", {"agent": "helper-bot", "message": "Hi there"}, **setup["host"])
     assert response.status_code == 302
