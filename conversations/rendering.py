@@ -37,12 +37,21 @@ ALLOWED_TAGS = {
 }
 
 
+ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
+URL_SCHEMES = {"http", "https", "mailto"}
+
+
 def render_markdown(text: str) -> str:
     html = _markdown.render(text or "")
     return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes={"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}},
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer",
+        html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES, link_rel="noopener noreferrer"
     )
+
+
+def browser_policy() -> dict:
+    """The same rules for the chat page's live rendering of an answer being written (live_markdown.js)."""
+    return {
+        "tags": sorted(ALLOWED_TAGS),
+        "attributes": sorted(set().union(*ALLOWED_ATTRIBUTES.values())),
+        "schemes": sorted(URL_SCHEMES),
+    }

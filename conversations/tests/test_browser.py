@@ -124,3 +124,46 @@ def test_on_a_phone_the_chat_fits_the_screen_and_the_conversation_list_folds_awa
 
     # and: no page asked for something the server does not have (a missing icon, a script)
     assert problems == []
+
+
+def test_an_answer_being_written_is_shown_as_markdown_and_nothing_in_it_runs(
+    browser_page: Any,
+    asgi_server: dict,
+    committed: Committed,
+    fake_llm: FakeOpenAI,
+    published_agent: Any,
+    tenant_a: Tenant,
+) -> None:
+    page, base = browser_page, asgi_server["url"](tenant_a)
+    published_agent(slug="markdown-bot", mode="chat", greeting="Hello from the markdown bot.")
+    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="markdown-bot").delete())
+    markdown = (
+        "Intro **bold** <b>raw</b>\n\n- one\n- two\n\n[site](https://example.com) [bad](javascript:window.pwned=1) "
+        '<img src=x onerror="window.pwned=1">\n\n'
+    )
+    fake_llm.script(Reply(content=markdown + " ".join(f"w{i}" for i in range(150)), token_gap_s=0.03))
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", owner_email("alpha"))
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.fill("#first-markdown-bot", "Show me markdown")
+    page.click("form:has(#first-markdown-bot) button[type=submit]")
+    page.wait_for_url("**/chat/**")
+
+    # when: the answer's list has streamed, while it is still being written
+    live = "#thread article.assistant:last-child .content"
+    page.wait_for_selector(f"{live} li >> text=two", timeout=30000)
+    assert page.locator("#stop").is_visible()
+
+    # then: it is drawn as markdown, by the server's rules
+    assert page.locator(f"{live} strong").text_content() == "bold"
+    assert page.locator(f"{live} li").count() == 2
+    assert "<b>raw</b>" in page.locator(f"{live} p").first.text_content()  # raw HTML shown as text
+    assert page.locator(f"{live} a[href='https://example.com']").get_attribute("rel") == "noopener noreferrer"
+    assert page.locator(f"{live} a[href^='javascript']").count() == 0
+    assert page.locator(f"{live} img").count() == 0
+
+    # and: once written, the server's rendering takes its place; nothing in the answer ever ran
+    page.wait_for_selector("#thread article.assistant.status-completed", timeout=30000)
+    assert page.locator("#thread article.assistant.status-completed .content li").count() == 2
+    assert page.evaluate("() => window.pwned") is None
