@@ -141,7 +141,8 @@ def test_an_answer_being_written_is_shown_as_markdown_and_nothing_in_it_runs(
         "Intro **bold** <b>raw</b>\n\n- one\n- two\n\n[site](https://example.com) [bad](javascript:window.pwned=1) "
         '<img src=x onerror="window.pwned=1">\n\n'
     )
-    fake_llm.script(Reply(content=markdown + " ".join(f"w{i}" for i in range(150)), token_gap_s=0.03))
+    paragraphs = "\n\n".join(f"Paragraph w{i}." for i in range(60))
+    fake_llm.script(Reply(content=markdown + paragraphs, token_gap_s=0.03))
     page.goto(f"{base}/accounts/login/")
     page.fill("#id_username", owner_email("alpha"))
     page.fill("#id_password", PASSWORD)
@@ -162,6 +163,13 @@ def test_an_answer_being_written_is_shown_as_markdown_and_nothing_in_it_runs(
     assert page.locator(f"{live} a[href='https://example.com']").get_attribute("rel") == "noopener noreferrer"
     assert page.locator(f"{live} a[href^='javascript']").count() == 0
     assert page.locator(f"{live} img").count() == 0
+
+    # and: as it grows longer than the screen, the page keeps its end in view
+    page.wait_for_selector(f"{live} >> text=Paragraph w50.", timeout=30000)
+    assert page.evaluate("() => document.scrollingElement.scrollHeight > window.innerHeight + 200")
+    assert page.evaluate(
+        "() => { const p = document.scrollingElement; return p.scrollTop + innerHeight >= p.scrollHeight - 120; }"
+    )
 
     # and: once written, the server's rendering takes its place; nothing in the answer ever ran
     page.wait_for_selector("#thread article.assistant.status-completed", timeout=30000)
