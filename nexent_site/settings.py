@@ -366,6 +366,8 @@ RUN_WATCHDOG_GRACE_S = env.int("RUN_WATCHDOG_GRACE_S", default=120)
 # concurrency limit, stays queued and its task is tried again after about this long (± half; then 2, 4 and 8 times
 # as long), instead of waiting in a worker thread that other tenants' turns need.
 RUN_SLOT_RETRY_S = env.float("RUN_SLOT_RETRY_S", default=0.5)
+# New tenants' limit of runs executing at once (0: unlimited); each tenant's own is set in the platform admin.
+TENANT_MAX_CONCURRENT_RUNS = env.int("TENANT_MAX_CONCURRENT_RUNS", default=0)
 # An answer whose run ended this long ago and is still "pending" or "streaming" lost its turn's task (its
 # worker died, or a stop came while it was queued): the messages' watchdog writes it from the run.
 MESSAGE_WATCHDOG_GRACE_S = env.int("MESSAGE_WATCHDOG_GRACE_S", default=30)

@@ -3,6 +3,11 @@ from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
 
+def default_max_concurrent_runs() -> int:
+    """A new tenant's `max_concurrent_runs` unless the platform admin sets another: TENANT_MAX_CONCURRENT_RUNS."""
+    return settings.TENANT_MAX_CONCURRENT_RUNS
+
+
 class Tenant(TenantMixin):
     """An isolated organisation: one PostgreSQL schema named by its slug, reached at `<slug>.<base domain>`.
 
@@ -31,7 +36,7 @@ class Tenant(TenantMixin):
         default=600, help_text="REST, OpenAI-compatible and MCP requests per minute, all keys together. 0 = unlimited"
     )
     max_concurrent_runs = models.PositiveIntegerField(
-        default=0,
+        default=default_max_concurrent_runs,
         help_text="Agent runs (chat answers, API and MCP calls, the playground) executing at once; more wait their "
         "turn in the queue without holding a worker, so that one tenant cannot take every worker. 0 = unlimited",
     )

@@ -1,5 +1,7 @@
 """The platform admin on the base domain: create, suspend and delete tenants, with field errors."""
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from django_tenants.utils import schema_exists, tenant_context
@@ -34,6 +36,13 @@ def add_tenant(client: Client, **overrides: str) -> object:
         **overrides,
     }
     return client.post("/admin/tenants/tenant/add/", data, **PLATFORM)
+
+
+@pytest.mark.django_db
+def test_a_new_tenants_form_starts_from_the_platforms_default_run_limit(staff_client: Client, settings: Any) -> None:
+    settings.TENANT_MAX_CONCURRENT_RUNS = 6
+    form = staff_client.get("/admin/tenants/tenant/add/", **PLATFORM).context["adminform"].form
+    assert form["max_concurrent_runs"].value() == 6
 
 
 @pytest.mark.django_db

@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
@@ -10,7 +12,10 @@ from tenants.services import tenant_activate, tenant_create, tenant_delete, tena
 
 
 @pytest.mark.django_db
-def test_tenant_create_makes_schema_domain_and_owner() -> None:
+def test_tenant_create_makes_schema_domain_and_owner(settings: Any) -> None:
+    # given: the platform's default limit of runs at once for new tenants
+    settings.TENANT_MAX_CONCURRENT_RUNS = 6
+
     # when
     tenant = tenant_create(slug="acme", name="Acme", owner_email="Boss@Acme.test", owner_password=PASSWORD, max_users=7)
 
@@ -18,6 +23,7 @@ def test_tenant_create_makes_schema_domain_and_owner() -> None:
     assert schema_exists("acme")
     assert Domain.objects.get(tenant=tenant, is_primary=True).domain == "acme.localhost"
     assert tenant.max_users == 7 and tenant.is_active
+    assert Tenant.objects.get(pk=tenant.pk).max_concurrent_runs == 6
     with tenant_context(tenant):
         owner = User.objects.get()
         assert (owner.email, owner.role, owner.is_staff) == ("boss@acme.test", "owner", True)
