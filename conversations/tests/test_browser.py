@@ -15,29 +15,38 @@ from tenants.models import Tenant
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def start_chat(
+    browser_page: Any, asgi_server: dict, committed: Committed, published_agent: Any, tenant_a: Tenant
+) -> Any:
+    """Publish a chat agent `slug`, log A's owner in and start a conversation with `question`, from the home page;
+    the conversations are deleted afterwards. Returns the page, on the new conversation."""
+
+    def start(slug: str, question: str) -> Any:
+        published_agent(slug=slug, mode="chat", greeting=f"Hello from {slug}.")
+        committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug=slug).delete())
+        page = browser_page
+        page.goto(f"{asgi_server['url'](tenant_a)}/accounts/login/")
+        page.fill("#id_username", owner_email("alpha"))
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector(f"text=Hello from {slug}.")
+        page.fill(f"#first-{slug}", question)
+        page.click(f"form:has(#first-{slug}) button[type=submit]")
+        page.wait_for_url("**/chat/**")
+        return page
+
+    return start
+
+
 def test_log_in_chat_see_tokens_stop_and_find_the_history(
-    browser_page: Any,
-    asgi_server: dict,
-    committed: Committed,
-    fake_llm: FakeOpenAI,
-    published_agent: Any,
-    tenant_a: Tenant,
+    start_chat: Any, committed: Committed, fake_llm: FakeOpenAI, tenant_a: Tenant
 ) -> None:
-    # given: a published agent whose model streams slowly
-    published_agent(slug="browser-bot", mode="chat", greeting="Hello from the browser bot.")
-    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="browser-bot").delete())
+    # given: a model that streams slowly
     fake_llm.script(Reply(content=" ".join(f"word{i}" for i in range(200)), token_gap_s=0.05))
-    page, base = browser_page, asgi_server["url"](tenant_a)
 
     # when: the owner logs in and starts a conversation
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", owner_email("alpha"))
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("text=Hello from the browser bot.")
-    page.fill("#first-browser-bot", "Tell me everything")
-    page.click("form:has(#first-browser-bot) button[type=submit]")
-    page.wait_for_url("**/chat/**")
+    page = start_chat("browser-bot", "Tell me everything")
 
     # then: tokens arrive one after another
     answer = page.locator("#thread article.assistant .content").last
@@ -77,32 +86,16 @@ def test_log_in_chat_see_tokens_stop_and_find_the_history(
 
 
 def test_on_a_phone_the_chat_fits_the_screen_and_the_conversation_list_folds_away(
-    browser_page: Any,
-    asgi_server: dict,
-    committed: Committed,
-    fake_llm: FakeOpenAI,
-    published_agent: Any,
-    tenant_a: Tenant,
+    browser_page: Any, start_chat: Any, fake_llm: FakeOpenAI
 ) -> None:
-    page, base = browser_page, asgi_server["url"](tenant_a)
-    published_agent(slug="phone-bot", mode="chat", greeting="Hello from the phone bot.")
-    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="phone-bot").delete())
     fake_llm.script(Reply(content="A short answer that fits."))
     problems: list[str] = []
-    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
-    page.set_viewport_size({"width": 390, "height": 844})
+    browser_page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    browser_page.set_viewport_size({"width": 390, "height": 844})
     no_sideways_scroll = "() => document.documentElement.scrollWidth <= window.innerWidth"
 
     # when: the owner logs in on a phone and starts a conversation
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", owner_email("alpha"))
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_selector("text=Hello from the phone bot.")
-    assert page.evaluate(no_sideways_scroll)
-    page.fill("#first-phone-bot", "Hello")
-    page.click("form:has(#first-phone-bot) button[type=submit]")
-    page.wait_for_url("**/chat/**")
+    page = start_chat("phone-bot", "Hello")
     page.wait_for_selector("#thread article.assistant.status-completed")
 
     # then: nothing is wider than the screen, and the answer and the message box are on it, not below the list
@@ -122,34 +115,26 @@ def test_on_a_phone_the_chat_fits_the_screen_and_the_conversation_list_folds_awa
     assert not page.locator(".sidebar summary").is_visible()
     assert conversations.is_visible()
 
+    # and: the home page fits a phone too
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(page.url.split("/chat/")[0] + "/")
+    assert page.locator("text=Hello from phone-bot.").is_visible()
+    assert page.evaluate(no_sideways_scroll)
+
     # and: no page asked for something the server does not have (a missing icon, a script)
     assert problems == []
 
 
 def test_an_answer_being_written_is_shown_as_markdown_and_nothing_in_it_runs(
-    browser_page: Any,
-    asgi_server: dict,
-    committed: Committed,
-    fake_llm: FakeOpenAI,
-    published_agent: Any,
-    tenant_a: Tenant,
+    start_chat: Any, fake_llm: FakeOpenAI
 ) -> None:
-    page, base = browser_page, asgi_server["url"](tenant_a)
-    published_agent(slug="markdown-bot", mode="chat", greeting="Hello from the markdown bot.")
-    committed.on_teardown(tenant_a, lambda: Conversation.objects.filter(agent__slug="markdown-bot").delete())
     markdown = (
         "Intro **bold** <b>raw</b>\n\n- one\n- two\n\n[site](https://example.com) [bad](javascript:window.pwned=1) "
         '<img src=x onerror="window.pwned=1">\n\n'
     )
     paragraphs = "\n\n".join(f"Paragraph w{i}." for i in range(60))
     fake_llm.script(Reply(content=markdown + paragraphs, token_gap_s=0.03))
-    page.goto(f"{base}/accounts/login/")
-    page.fill("#id_username", owner_email("alpha"))
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.fill("#first-markdown-bot", "Show me markdown")
-    page.click("form:has(#first-markdown-bot) button[type=submit]")
-    page.wait_for_url("**/chat/**")
+    page = start_chat("markdown-bot", "Show me markdown")
 
     # when: the answer's list has streamed, while it is still being written
     live = "#thread article.assistant:last-child .content"
