@@ -59,8 +59,8 @@ def test_log_in_chat_see_tokens_stop_and_find_the_history(
     time.sleep(0.5)
     assert len(answer.text_content()) > len(first_seen)
 
-    # when: stopped
-    page.click("#stop")
+    # when: stopped from the keyboard (Esc: the stop button's shortcut)
+    page.keyboard.press("Escape")
     page.wait_for_selector("#thread article.assistant.status-stopped", timeout=30000)
     stopped_text = page.locator("#thread article.assistant .content").last.text_content()
     assert "word0" in stopped_text and "word199" not in stopped_text
@@ -104,6 +104,16 @@ def test_on_a_phone_the_chat_fits_the_screen_and_the_conversation_list_folds_awa
     assert page.locator("#content").bounding_box()["y"] < 844
     conversations = page.locator(".sidebar .conversations")
     assert not conversations.is_visible()
+
+    # and: the message box grows with a longer message (Shift+Enter: a new line)
+    box = page.locator("#content")
+    height = box.bounding_box()["height"]
+    box.click()
+    for line in range(5):
+        page.keyboard.type(f"line {line}")
+        page.keyboard.press("Shift+Enter")
+    assert box.bounding_box()["height"] > height + 30
+    assert box.input_value().count("\n") == 5  # nothing was sent
 
     # when: the list is opened, the conversation is in it
     page.click(".sidebar summary")
