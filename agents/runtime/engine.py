@@ -23,6 +23,7 @@ from smolagents.monitoring import AgentLogger, LogLevel
 
 from agents.runtime.events import EventType
 from agents.tools import RunContext, tool_definition
+from agents.tools.knowledge import knowledge_search_run
 from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream, client_for, describe_error
 
 logger = logging.getLogger(__name__)
@@ -160,9 +161,16 @@ class Engine:
     # --- chat mode: one streamed model call ------------------------------------------------------------
     def _run_chat(self) -> None:
         provider = self.provider_for(self.spec)
-        messages = [{"role": "system", "content": system_prompt(self.spec)}, *self.messages]
-        messages = [messages[0], *_trim_history(messages[1:], self.spec.get("context_window") or 8192)]
         self.emit(EventType.STEP_STARTED, {"step": 1})
+        prompt = system_prompt(self.spec)
+        passages = self._retrieve()
+        if passages:
+            prompt += (
+                "\n\nPassages from the organisation's knowledge bases, found for the user's last message. Answer "
+                "from them when they are relevant, and cite them by their [number]:\n\n" + passages
+            )
+        window = (self.spec.get("context_window") or 8192) - len(prompt) // 4  # what the history may use
+        messages = [{"role": "system", "content": prompt}, *_trim_history(self.messages, window)]
         text: list[str] = []
         finished = False
         stream = chat_stream(
@@ -205,6 +213,36 @@ class Engine:
                 "malformed response from provider: the stream ended before the answer was finished", "malformed"
             )
         self.emit(EventType.FINAL_ANSWER, {"text": self.result.output, "citations": self.context.citations})
+
+    def _retrieve(self) -> str:
+        """Chat mode's retrieved context: the agent's knowledge searches, run on the user's last message before
+        the model is called, as tool call and result events (their hits become the answer's citations). A search
+        that fails is reported as a step error and the answer goes on without it."""
+        searches = [tool for tool in self.spec.get("tools", []) if tool.get("tool") == "knowledge_search"]
+        query = next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "").strip()
+        if not searches or not query:
+            return ""
+        found = []
+        for number, tool in enumerate(searches, start=1):
+            config = {"knowledge_bases": [], "top_k": 5, **(tool.get("config") or {})}
+            call = {"id": f"retrieval-{number}", "name": "knowledge_search"}
+            self.emit(EventType.TOOL_CALL, {**call, "arguments": {"query": query}})
+            cited = len(self.context.citations)
+            try:
+                output = knowledge_search_run(
+                    query=query, knowledge_bases=config["knowledge_bases"], top_k=config["top_k"], context=self.context
+                )
+            except Exception as exc:
+                logger.warning("knowledge search failed in run %s", self.context.run_id, exc_info=True)
+                self.emit(
+                    EventType.ERROR,
+                    {"code": "step_error", "fatal": False, "message": f"knowledge search failed: {str(exc)[:300]}"},
+                )
+                continue
+            self.emit(EventType.TOOL_RESULT, {**call, "output": _text(output)})
+            if len(self.context.citations) > cited:  # it found passages
+                found.append(output)
+        return "\n\n".join(found)
 
     # --- tools mode: smolagents ToolCallingAgent ---------------------------------------------------------
     def _run_tools(self) -> None:

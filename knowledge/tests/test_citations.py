@@ -31,17 +31,34 @@ Meals are reimbursed up to 40 euros a day.
 """
 
 
-def cited_answer(committed: Committed, tenant: Any, fake: FakeOpenAI, kb_slug: str) -> Message:
+TOOLS_REPLIES = (
+    Reply(tool_calls=[ToolCallSpec("knowledge_search", {"query": "zephyr refund form deadline"})]),
+    Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "Within thirty days [1]."})]),
+)
+
+
+def cited_answer(
+    committed: Committed,
+    tenant: Any,
+    fake: FakeOpenAI,
+    kb_slug: str,
+    *,
+    mode: str = AgentMode.TOOLS,
+    replies: tuple[Reply, ...] = TOOLS_REPLIES,
+    question: str = "When is it due?",
+) -> Message:
     from accounts.models import User
     from agents.services.agents import agent_publish, agent_tool_add
     from conversations.services import conversation_message_send, conversation_start
 
+    owner_address = owner_email(tenant.schema_name)
+
     def create() -> Conversation:
         provider = ModelProvider.objects.filter(name="Fake chat").first() or make_provider(fake)
-        agent = Agent.objects.create(name="Librarian", slug="librarian", mode=AgentMode.TOOLS, chat_provider=provider)
+        agent = Agent.objects.create(name="Librarian", slug="librarian", mode=mode, chat_provider=provider)
         agent_tool_add(agent=agent, tool="knowledge_search", config={"knowledge_bases": [kb_slug]})
         agent_publish(agent=agent)
-        return conversation_start(user=User.objects.get(email=owner_email("alpha")), agent=agent)
+        return conversation_start(user=User.objects.get(email=owner_address), agent=agent)
 
     def remove() -> None:
         Conversation.objects.filter(agent__slug="librarian").delete()
@@ -49,16 +66,12 @@ def cited_answer(committed: Committed, tenant: Any, fake: FakeOpenAI, kb_slug: s
 
     committed.on_teardown(tenant, remove)
     conversation = committed.run(tenant, create)
-    fake.script(
-        Reply(tool_calls=[ToolCallSpec("knowledge_search", {"query": "zephyr refund form deadline"})]),
-        Reply(tool_calls=[ToolCallSpec("final_answer", {"answer": "Within thirty days [1]."})]),
-        Reply(content="Refund deadline"),
-    )
+    fake.script(*replies, Reply(content="Refund deadline", title=True))
 
     def send() -> Message:
         with transaction.atomic():
-            owner = User.objects.get(email=owner_email("alpha"))
-            return conversation_message_send(conversation=conversation, user=owner, content="When is it due?")[1]
+            owner = User.objects.get(email=owner_address)
+            return conversation_message_send(conversation=conversation, user=owner, content=question)[1]
 
     answer_id = committed.run(tenant, send).pk
     deadline = time.monotonic() + 60
@@ -108,3 +121,53 @@ def test_answers_cite_the_passages_they_used_and_link_to_them(
     other = Client()
     other.cookies["nexent_session"] = committed.session_cookie(tenant_b, owner_email("beta"))
     assert other.get(link, HTTP_HOST=host_of(tenant_b)).status_code == 404
+
+
+def test_a_chat_mode_agent_answers_from_retrieved_passages_and_cites_them(
+    committed: Committed, make_kb: Any, tenant_a: Any, tenant_b: Any, fake_llm: FakeOpenAI
+) -> None:
+    """Chat mode: one model call with retrieved context. The agent's knowledge search runs on the user's message
+    before the model is called, and its passages go into the model's instructions."""
+    kb = make_kb(slug="expenses", chunk_size=60, chunk_overlap=0)
+    document = upload(committed, tenant_a, kb, "expenses.md", HANDBOOK)
+    wait_for_documents(committed, tenant_a, [document.pk])
+
+    # when: A's chat-mode agent is asked
+    answer = cited_answer(
+        committed,
+        tenant_a,
+        fake_llm,
+        "expenses",
+        mode=AgentMode.CHAT,
+        replies=(Reply(content="Within thirty days [1]."),),
+        question="When is the zephyr refund form due?",
+    )
+
+    # then: the model was given the passages, numbered, and the answer cites the one it used
+    assert answer.status == "completed", answer.error
+    instructions = fake_llm.chat_requests()[0]["messages"][0]["content"]  # the answer's (the title's comes after)
+    assert "[1] expenses" in instructions and "zephyr refund form must be filed within thirty days" in instructions
+    citations = list(answer.citations.all())
+    assert citations[0].index == 1 and citations[0].document_id == document.pk
+    assert "zephyr refund form" in citations[0].text
+    # and: the search is one of the answer's steps, as in tools mode
+    units = committed.run(tenant_a, lambda: list(answer.units.values_list("kind", flat=True)))
+    assert "tool_call" in units and "tool_result" in units
+
+    # when: B's agent of the same name asks its own knowledge base of the same name (empty)
+    fake_llm.reset()
+    make_kb(tenant=tenant_b, slug="expenses")
+    other = cited_answer(
+        committed,
+        tenant_b,
+        fake_llm,
+        "expenses",
+        mode=AgentMode.CHAT,
+        replies=(Reply(content="I do not know."),),
+        question="When is the zephyr refund form due?",
+    )
+
+    # then: nothing of A's reached B's model or B's answer
+    assert other.status == "completed", other.error
+    assert "zephyr refund form must" not in str(fake_llm.chat_requests())
+    assert list(other.citations.all()) == []
