@@ -17,7 +17,7 @@ from django.conf import settings
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 
 from accounts.services import platform_superuser_ensure
-from agents.services.demo import demo_assistant_ensure
+from agents.services.demo import demo_agents_ensure
 from agents.services.providers import providers_ensure_defaults
 from knowledge.services.demo import demo_handbook_ensure
 from tenants.models import Tenant
@@ -77,8 +77,8 @@ def platform_bootstrap() -> BootstrapResult:
         demo = tenant_create(slug=DEMO_SLUG, name="Demo", owner_email=creds.email, owner_password=creds.password)
     with tenant_context(demo):
         providers_ensure_defaults()
-        demo_handbook_ensure()
-        demo_assistant_ensure()
+        handbook = demo_handbook_ensure()
+        demo_agents_ensure(with_handbook=handbook is not None)
     return BootstrapResult(
         credentials=creds, superuser_created=superuser_created, demo_created=demo_created, demo_url=demo.url()
     )

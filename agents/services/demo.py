@@ -1,4 +1,4 @@
-"""The demo tenant's ready-to-use agent."""
+"""The demo tenant's ready-to-use agents."""
 
 from __future__ import annotations
 
@@ -6,26 +6,55 @@ from agents.models import Agent, AgentMode
 from agents.services.agents import agent_publish, agent_tool_add
 
 DEMO_AGENT_SLUG = "assistant"
+DEMO_HANDBOOK_AGENT_SLUG = "handbook"
+HANDBOOK_KB = {"knowledge_bases": ["handbook"]}
 
 
-def demo_assistant_ensure() -> Agent:
-    """Idempotent: a published tools-mode agent `assistant` with knowledge search and the date/time tool,
-    on the tenant's default providers."""
-    agent = Agent.objects.filter(slug=DEMO_AGENT_SLUG).first()
-    if agent is None:
-        agent = Agent.objects.create(
+def demo_agents_ensure(*, with_handbook: bool = True) -> list[Agent]:
+    """Idempotent, on the tenant's default providers:
+    - `handbook`, a chat-mode agent answering from the `handbook` knowledge base with its sources: one model call,
+      quick even on the bundled model (only `with_handbook`, when that knowledge base exists);
+    - `assistant`, a tools-mode agent with knowledge search and the date/time tool (the bundled model is slow
+      and clumsy at choosing tools: a real provider suits it)."""
+    agents = []
+    if with_handbook:
+        agents.append(
+            _ensure(
+                DEMO_HANDBOOK_AGENT_SLUG,
+                tools={"knowledge_search": HANDBOOK_KB},
+                name="Handbook",
+                description="Answers questions about Nexent from its handbook, with sources.",
+                role_prompt="You answer questions about Nexent from its handbook.",
+                constraints_prompt="Answer in at most three sentences, from the passages you are given.",
+                greeting="Ask me about Nexent: I answer from its handbook and show my sources.",
+                example_questions=["What is Nexent?", "How do I run the tests?"],
+                mode=AgentMode.CHAT,
+            )
+        )
+    agents.append(
+        _ensure(
+            DEMO_AGENT_SLUG,
+            tools={"knowledge_search": HANDBOOK_KB, "datetime": {}} if with_handbook else {"datetime": {}},
             name="Assistant",
-            slug=DEMO_AGENT_SLUG,
             description="A general assistant that can search the handbook and knows today's date.",
             role_prompt="You are Nexent's demo assistant. Answer briefly and helpfully.",
             constraints_prompt="Use the knowledge_search tool for questions about Nexent; cite what you used.",
             greeting="Hi! I'm the demo assistant. Ask me about Nexent, or what day it is.",
-            example_questions=["What is Nexent?", "What day is it today?"],
+            example_questions=["What day is it today?", "What is Nexent?"],
             mode=AgentMode.TOOLS,
             max_steps=4,
         )
-        agent_tool_add(agent=agent, tool="knowledge_search", config={"knowledge_bases": ["handbook"]})
-        agent_tool_add(agent=agent, tool="datetime")
+    )
+    return agents
+
+
+def _ensure(slug: str, *, tools: dict[str, dict], **fields: object) -> Agent:
+    """The agent `slug`, created with `fields` and `tools` (tool → config) and published, unless it exists."""
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        agent = Agent.objects.create(slug=slug, **fields)
+        for tool, config in tools.items():
+            agent_tool_add(agent=agent, tool=tool, config=config)
     if agent.published_version is None:
         agent_publish(agent=agent, note="demo set-up")
     return agent

@@ -10,6 +10,7 @@ from django.test import override_settings
 from django_tenants.utils import schema_exists, tenant_context
 
 from accounts.models import User
+from agents.models import Agent
 from conftest import PASSWORD
 from tenants.models import Tenant
 
@@ -94,6 +95,15 @@ def test_bootstrap_is_idempotent_and_keeps_generated_credentials_private(
     with tenant_context(demo):
         owner = User.objects.get(email=creds["email"])
         assert owner.role == "owner" and owner.check_password(creds["password"])
+        # the demo's agents, published once: a chat-mode one answering from the handbook, a tools-mode one
+        published = {a.slug: a.published_version.spec for a in Agent.objects.exclude(published_version=None)}
+        assert set(published) == {"handbook", "assistant"}
+        assert published["handbook"]["mode"] == "chat"
+        assert published["handbook"]["tools"] == [
+            {"tool": "knowledge_search", "config": {"knowledge_bases": ["handbook"], "top_k": 5}}
+        ]
+        assert published["assistant"]["mode"] == "tools"
+        assert Agent.objects.get(slug="handbook").versions.count() == 1  # the second bootstrap changed nothing
     superuser = User.objects.get(email=creds["email"])  # public schema
     assert superuser.is_superuser and superuser.check_password(creds["password"])
 
