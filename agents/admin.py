@@ -233,7 +233,7 @@ class AgentAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "slug", "description", "mode", "chat_provider"]}),
         ("Instructions", {"fields": ["role_prompt", "constraints_prompt", "few_shot_examples"]}),
         ("Chat page", {"fields": ["greeting", "example_questions"]}),
-        ("Limits", {"fields": ["temperature", "max_steps", "run_timeout_s"]}),
+        ("Limits", {"fields": ["temperature", "max_tokens", "max_steps", "run_timeout_s"]}),
     ]
     change_list_template = "admin/agents/agent/change_list.html"
 

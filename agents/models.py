@@ -130,6 +130,13 @@ class Agent(models.Model):
     )
     mode = models.CharField(max_length=8, choices=AgentMode.choices, default=AgentMode.TOOLS)
     temperature = models.FloatField(default=0.3, validators=[MinValueValidator(0), MaxValueValidator(2)])
+    max_tokens = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(16), MaxValueValidator(65536)],
+        help_text="Longest answer of each model call, in tokens (API callers may ask for less, not more). "
+        "Empty: the model's own limit",
+    )
     max_steps = models.PositiveIntegerField(default=6, validators=[MinValueValidator(1), MaxValueValidator(50)])
     run_timeout_s = models.PositiveIntegerField(default=180, validators=[MinValueValidator(5), MaxValueValidator(3600)])
     published_version = models.ForeignKey(

@@ -89,6 +89,7 @@ class AgentDraftSerializer(serializers.ModelSerializer):
             "few_shot_examples",
             "chat_provider",
             "temperature",
+            "max_tokens",
             "max_steps",
             "run_timeout_s",
             "tools",

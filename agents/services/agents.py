@@ -187,6 +187,7 @@ def agent_spec_build(agent: Agent) -> dict:
         "provider_id": provider.pk if provider else None,
         "context_window": provider.context_window if provider else None,
         "temperature": agent.temperature,
+        "max_tokens": agent.max_tokens,
         "max_steps": agent.max_steps,
         "run_timeout_s": agent.run_timeout_s,
         "tools": tools,
@@ -230,6 +231,7 @@ AGENT_FIELDS = (
     "example_questions",
     "mode",
     "temperature",
+    "max_tokens",
     "max_steps",
     "run_timeout_s",
 )

@@ -26,6 +26,7 @@ def demo_agents_ensure(*, with_handbook: bool = True) -> list[Agent]:
                 description="Answers questions about Nexent from its handbook, with sources.",
                 role_prompt="You answer questions about Nexent from its handbook.",
                 constraints_prompt="Answer in at most three sentences, from the passages you are given.",
+                max_tokens=300,
                 greeting="Ask me about Nexent: I answer from its handbook and show my sources.",
                 example_questions=["What is Nexent?", "How do I run the tests?"],
                 mode=AgentMode.CHAT,

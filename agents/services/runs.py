@@ -121,7 +121,10 @@ def run_start(
             )
         spec = version.spec
     if overrides:
-        spec = {**spec, **{k: v for k, v in overrides.items() if k in RUN_OVERRIDES and v is not None}}
+        chosen = {k: v for k, v in overrides.items() if k in RUN_OVERRIDES and v is not None}
+        if chosen.get("max_tokens") and spec.get("max_tokens"):  # the agent's limit is a ceiling
+            chosen["max_tokens"] = min(chosen["max_tokens"], spec["max_tokens"])
+        spec = {**spec, **chosen}
     now = timezone.now()
     run = AgentRun.objects.create(
         agent=agent,

@@ -115,13 +115,21 @@ def test_a_sub_agent_must_be_published_before_its_parent(tenant_a: Tenant) -> No
 def test_export_then_import_round_trips(tenant_a: Tenant, tenant_b: Tenant) -> None:
     with tenant_context(tenant_a):
         helper = agent("helper")
-        original = agent("original", role_prompt="Be exact.", example_questions=["Why?"], mode="chat", temperature=0.7)
+        original = agent(
+            "original",
+            role_prompt="Be exact.",
+            example_questions=["Why?"],
+            mode="chat",
+            temperature=0.7,
+            max_tokens=256,
+        )
         agent_tool_add(agent=original, tool="datetime", config={"timezone": "Asia/Shanghai"})
         subagent_link_add(parent=original, child=helper)
         exported = json.loads(json.dumps(agent_export(original)))
 
         copy = agent_import(data=exported, slug="copy")
         assert agent_export(copy) == {**exported, "agent": {**exported["agent"], "slug": "copy"}}
+        assert copy.max_tokens == 256
 
     # in another tenant the references are missing: each is reported, nothing is created
     with tenant_context(tenant_b):

@@ -150,6 +150,7 @@ def test_admin_creates_edits_and_publishes_an_agent(tenant_a: Tenant, api_as: An
         ({"slug": "fine", "name": "x", "tools": [{"tool": "mcp", "mcp_server": "a\x00"}]}, "tools", "does not exist"),
         ({"slug": "fine", "name": "x", "colour": "red"}, "colour", "Unknown field"),
         ({"slug": "fine", "name": "x", "temperature": 5}, "temperature", "less than or equal to 2"),
+        ({"slug": "fine", "name": "x", "max_tokens": 5}, "max_tokens", "greater than or equal to 16"),
         ({"slug": "fine", "name": "x", "mode": "magic"}, "mode", "not a valid choice"),
         ({"slug": "fine", "name": "x", "chat_provider": 999999}, "chat_provider", "does not exist"),
         ({"slug": "fine", "name": "x", "tools": [{"tool": "nope"}]}, "tools[0].tool", "Unknown tool 'nope'"),

@@ -217,6 +217,22 @@ def test_max_tokens_used_up_is_finish_reason_length(
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
 
 
+def test_the_agents_answer_limit_goes_to_the_model_and_callers_may_ask_for_less_not_more(
+    openai_for: Callable[..., OpenAI], committed_key: Any, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    # given: an agent whose answers are at most 120 tokens
+    published_agent(slug="helper", mode="chat", max_tokens=120)
+    fake_llm.script(*[Reply(content="Short.") for _ in range(3)])
+    client = openai_for(tenant_a, committed_key(tenant_a, scopes="chat"))
+    messages = [{"role": "user", "content": "hi"}]
+
+    # when / then: the model is asked for at most the agent's limit, or less when the caller asks for less
+    client.chat.completions.create(model="helper", messages=messages)
+    client.chat.completions.create(model="helper", messages=messages, max_tokens=50)
+    client.chat.completions.create(model="helper", messages=messages, max_tokens=4000)
+    assert [r["max_tokens"] for r in fake_llm.chat_requests()] == [120, 50, 120]
+
+
 def test_keys_without_the_chat_scope_or_unknown_models_are_refused(
     openai_for: Callable[..., OpenAI], committed_key: Any, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
