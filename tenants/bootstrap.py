@@ -78,7 +78,7 @@ def platform_bootstrap() -> BootstrapResult:
     with tenant_context(demo):
         providers_ensure_defaults()
         handbook = demo_handbook_ensure()
-        demo_agents_ensure(with_handbook=handbook is not None)
+        demo_agents_ensure(handbook=handbook.slug if handbook else None)
     return BootstrapResult(
         credentials=creds, superuser_created=superuser_created, demo_created=demo_created, demo_url=demo.url()
     )

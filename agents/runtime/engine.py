@@ -224,7 +224,7 @@ class Engine:
             return ""
         found = []
         for number, tool in enumerate(searches, start=1):
-            config = {"knowledge_bases": [], "top_k": 5, **(tool.get("config") or {})}
+            config = tool["config"]  # validated, with its defaults, when the tool was added (as tools mode reads it)
             call = {"id": f"retrieval-{number}", "name": "knowledge_search"}
             self.emit(EventType.TOOL_CALL, {**call, "arguments": {"query": query}})
             cited = len(self.context.citations)

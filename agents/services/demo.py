@@ -7,21 +7,21 @@ from agents.services.agents import agent_publish, agent_tool_add
 
 DEMO_AGENT_SLUG = "assistant"
 DEMO_HANDBOOK_AGENT_SLUG = "handbook"
-HANDBOOK_KB = {"knowledge_bases": ["handbook"]}
 
 
-def demo_agents_ensure(*, with_handbook: bool = True) -> list[Agent]:
+def demo_agents_ensure(*, handbook: str | None) -> list[Agent]:
     """Idempotent, on the tenant's default providers:
     - `handbook`, a chat-mode agent answering from the `handbook` knowledge base with its sources: one model call,
-      quick even on the bundled model (only `with_handbook`, when that knowledge base exists);
+      quick even on the bundled model (only when there is a `handbook` knowledge base: its slug);
     - `assistant`, a tools-mode agent with knowledge search and the date/time tool (the bundled model is slow
       and clumsy at choosing tools: a real provider suits it)."""
+    search = {"knowledge_search": {"knowledge_bases": [handbook]}} if handbook else {}
     agents = []
-    if with_handbook:
+    if handbook:
         agents.append(
             _ensure(
                 DEMO_HANDBOOK_AGENT_SLUG,
-                tools={"knowledge_search": HANDBOOK_KB},
+                tools=search,
                 name="Handbook",
                 description="Answers questions about Nexent from its handbook, with sources.",
                 role_prompt="You answer questions about Nexent from its handbook.",
@@ -35,7 +35,7 @@ def demo_agents_ensure(*, with_handbook: bool = True) -> list[Agent]:
     agents.append(
         _ensure(
             DEMO_AGENT_SLUG,
-            tools={"knowledge_search": HANDBOOK_KB, "datetime": {}} if with_handbook else {"datetime": {}},
+            tools={**search, "datetime": {}},
             name="Assistant",
             description="A general assistant that can search the handbook and knows today's date.",
             role_prompt="You are Nexent's demo assistant. Answer briefly and helpfully.",
