@@ -392,13 +392,19 @@ class AgentRunAdmin(admin.ModelAdmin):
         "status_badge",
         "trigger",
         "user_email",
-        "tokens_in",
-        "tokens_out",
+        "tokens",
         "ttft_ms",
         "duration_ms",
         "created_at",
     ]
-    list_filter = ["status", "trigger", "agent", "api_key", ("created_at", admin.DateFieldListFilter)]
+    list_filter = [
+        "status",
+        "trigger",
+        "agent",
+        "api_key",
+        "usage_estimated",
+        ("created_at", admin.DateFieldListFilter),
+    ]
     search_fields = ["id", "user_email", "end_user", "output", "error"]
     date_hierarchy = "created_at"
     inlines = [RunStepInline]
@@ -417,6 +423,7 @@ class AgentRunAdmin(admin.ModelAdmin):
         "error",
         "tokens_in",
         "tokens_out",
+        "usage_estimated",
         "ttft_ms",
         "duration_ms",
         "created_at",
@@ -442,6 +449,11 @@ class AgentRunAdmin(admin.ModelAdmin):
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: AgentRun) -> str:
         return badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="Tokens in / out", ordering="tokens_out")
+    def tokens(self, obj: AgentRun) -> str:
+        # "≈": the provider reported no usage for some call of the run, so the figures are estimated
+        return f"{'≈ ' if obj.usage_estimated else ''}{obj.tokens_in:,} / {obj.tokens_out:,}"
 
     @admin.display(description="Input")
     def input_pretty(self, obj: AgentRun) -> str:

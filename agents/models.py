@@ -249,6 +249,11 @@ class AgentRun(models.Model):
     )
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
+    usage_estimated = models.BooleanField(
+        default=False,
+        help_text="The provider reported no token usage for some model call (llama.cpp's server, an answer stopped "
+        "midway): its tokens are estimated from the text.",
+    )
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)

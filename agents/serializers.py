@@ -281,6 +281,7 @@ class RunSerializer(serializers.ModelSerializer):
             "error",
             "tokens_in",
             "tokens_out",
+            "usage_estimated",
             "ttft_ms",
             "duration_ms",
             "last_seq",

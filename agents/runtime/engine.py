@@ -22,6 +22,7 @@ from smolagents.memory import ActionStep, ToolCall
 from smolagents.monitoring import AgentLogger, LogLevel
 
 from agents.runtime.events import EventType
+from agents.runtime.token_estimate import messages_tokens_estimate, tokens_estimate
 from agents.tools import RunContext, tool_definition
 from agents.tools.knowledge import knowledge_search_run
 from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream, client_for, describe_error
@@ -52,7 +53,27 @@ class RunResult:
     output: str = ""
     tokens_in: int = 0
     tokens_out: int = 0
+    usage_estimated: bool = False  # some model call reported no usage: its tokens are estimated (token_estimate)
     citations: list[dict] = field(default_factory=list)
+
+    def add_usage(self, tokens_in: int, tokens_out: int, *, estimated: bool = False) -> None:
+        self.tokens_in += tokens_in
+        self.tokens_out += tokens_out
+        self.usage_estimated = self.usage_estimated or estimated
+
+    def add_step_usage(self, step: ActionStep) -> None:
+        """A smolagents step's model call: its reported usage, else an estimate from what it sent and got."""
+        usage = step.token_usage
+        if usage and (usage.input_tokens or usage.output_tokens):  # a stream without usage adds up to zeros
+            self.add_usage(usage.input_tokens, usage.output_tokens)
+        elif step.model_input_messages or step.model_output:
+            output = step.model_output if isinstance(step.model_output, str) else str(step.model_output or "")
+            calls = "".join(f"{call.name}{call.arguments}" for call in step.tool_calls or [])
+            self.add_usage(
+                messages_tokens_estimate(step.model_input_messages or []),
+                tokens_estimate(output + calls),
+                estimated=True,
+            )
 
 
 def system_prompt(spec: dict) -> str:
@@ -172,7 +193,8 @@ class Engine:
         window = (self.spec.get("context_window") or 8192) - len(prompt) // 4  # what the history may use
         messages = [{"role": "system", "content": prompt}, *_trim_history(self.messages, window)]
         text: list[str] = []
-        finished = False
+        finished = reported = False
+        chunks = 0
         stream = chat_stream(
             provider,
             messages=messages,
@@ -184,8 +206,8 @@ class Engine:
             for chunk in stream:
                 usage = chunk.get("usage")
                 if usage:
-                    self.result.tokens_in += usage.get("prompt_tokens") or 0
-                    self.result.tokens_out += usage.get("completion_tokens") or 0
+                    reported = True
+                    self.result.add_usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
                 choice = (chunk.get("choices") or [None])[0]
                 if not choice:
                     continue
@@ -193,21 +215,26 @@ class Engine:
                     finished = True
                 content = (choice.get("delta") or {}).get("content")
                 if content:
+                    chunks += 1
                     text.append(content)
                     self.deltas.add(content)
             self.deltas.flush()
         except RunStopped:
-            self.result.output = "".join(text)
             raise
         except Exception as exc:
-            self.result.output = "".join(text)
             with suppress(RunStopped):
                 self.deltas.flush()  # the words that came before the failure, to live readers too
             error = describe_error(exc, provider)
             raise RunFailed(f"model call failed: {error.message}", error.code) from None
         finally:
             stream.close()  # a stop mid-answer drops the model's connection
-        self.result.output = "".join(text)
+            self.result.output = "".join(text)
+            if not reported and (chunks or finished):  # llama.cpp's server; a stop or failure before usage came
+                self.result.add_usage(
+                    messages_tokens_estimate(messages),
+                    max(chunks, tokens_estimate(self.result.output)),
+                    estimated=True,
+                )
         if not finished:
             raise RunFailed(
                 "malformed response from provider: the stream ended before the answer was finished", "malformed"
@@ -334,9 +361,7 @@ class Engine:
 
     def _subagent_callback(self, path: str) -> Callable[..., None]:
         def callback(step: ActionStep, agent: Any = None) -> None:
-            if step.token_usage:
-                self.result.tokens_in += step.token_usage.input_tokens
-                self.result.tokens_out += step.token_usage.output_tokens
+            self.result.add_step_usage(step)
             self.emit(
                 EventType.SUBAGENT_EVENT,
                 {
@@ -372,9 +397,7 @@ class Engine:
                     {"id": item.id, "name": item.tool_call.name, "output": _text(item.observation)},
                 )
         elif isinstance(item, ActionStep):
-            if item.token_usage:  # streamed or not, each step carries its model call's usage
-                self.result.tokens_in += item.token_usage.input_tokens
-                self.result.tokens_out += item.token_usage.output_tokens
+            self.result.add_step_usage(item)  # streamed or not, each step carries its model call's usage
             if item.error:
                 self.emit(
                     EventType.ERROR, {"message": _text(str(item.error), 1000), "code": "step_error", "fatal": False}

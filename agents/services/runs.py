@@ -385,6 +385,7 @@ def run_execute(
         result = engine.result if engine else None
         if result:
             run.output, run.tokens_in, run.tokens_out = result.output, result.tokens_in, result.tokens_out
+            run.usage_estimated = result.usage_estimated
         if status != RunStatus.SUCCEEDED:
             recorder.emit(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
         recorder.emit(EventType.USAGE, {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
@@ -451,6 +452,7 @@ def _finish(run: AgentRun, status: str, error: str) -> None:
             "output",
             "tokens_in",
             "tokens_out",
+            "usage_estimated",
             "ttft_ms",
             "duration_ms",
             "last_seq",

@@ -88,6 +88,20 @@ def test_runs_are_listed_read_only_with_filters(owner_a: Client, tenant_a: Tenan
     assert owner_a.get("/admin/agents/agentrun/add/", **host).status_code == 403
 
 
+def test_estimated_token_counts_are_marked_and_can_be_filtered(owner_a: Client, tenant_a: Tenant) -> None:
+    with tenant_context(tenant_a):
+        agent = Agent.objects.create(name="Counted", slug="counted")
+        version = agent_publish(agent=agent)
+        common = {"agent": agent, "version": version, "spec": version.spec, "trigger": "chat", "status": "succeeded"}
+        reported = AgentRun.objects.create(**common, tokens_in=1200, tokens_out=34)
+        estimated = AgentRun.objects.create(**common, tokens_in=56, tokens_out=78, usage_estimated=True)
+    host = {"HTTP_HOST": host_of(tenant_a)}
+    page = owner_a.get("/admin/agents/agentrun/", **host).content.decode()
+    assert "1,200 / 34" in page and "≈ 56 / 78" in page and "≈ 1,200" not in page
+    only = owner_a.get("/admin/agents/agentrun/?usage_estimated__exact=1", **host).context["cl"].result_list
+    assert [run.pk for run in only] == [estimated.pk] and reported.pk != estimated.pk
+
+
 def test_forms_cannot_reach_another_tenants_agents_or_mcp_servers(
     owner_a: Client, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:

@@ -45,6 +45,7 @@ class Reply:
     fail_after_chunks: int | None = None  # streaming: drop the connection after this many chunks
     error_after_chunks: int | None = None  # streaming: an error event (`data: {"error": …}`) after this many
     title: bool = False  # for a conversation-title request (see FakeOpenAI.title_prompt), not for a turn
+    usage: bool = True  # False: no token usage in the answer, as llama.cpp's server streams it
 
 
 def _words(text: str) -> list[str]:
@@ -171,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "choices": [
                         {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
                     ],
-                    "usage": usage,
+                    **({"usage": usage} if reply.usage else {}),
                 },
             )
             return
@@ -213,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
             )
         chunks.append(chunk({}, "tool_calls" if tool_calls else "stop"))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(
                 {
                     "id": completion_id,
