@@ -20,7 +20,7 @@ from agents.forms import (
     SubAgentLinkForm,
 )
 from agents.models import Agent, AgentRun, AgentTool, AgentVersion, McpServer, ModelProvider, RunStep, SubAgentLink
-from agents.services.agents import agent_export, agent_import, agent_publish, agent_rollback
+from agents.services.agents import agent_export, agent_import, agent_mode_unused, agent_publish, agent_rollback
 from agents.services.mcp import mcp_server_discover
 from agents.services.providers import key_hint, provider_save, provider_test
 from agents.services.runs import run_cancel, run_start
@@ -236,6 +236,11 @@ class AgentAdmin(admin.ModelAdmin):
         ("Limits", {"fields": ["temperature", "max_tokens", "max_steps", "run_timeout_s"]}),
     ]
     change_list_template = "admin/agents/agent/change_list.html"
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)  # the tools and sub-agents are saved by now
+        for warning in agent_mode_unused(form.instance):
+            self.message_user(request, warning, messages.WARNING)
 
     @admin.display(description="Published")
     def published(self, obj: Agent) -> str:

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, AgentMode, AgentRun, AgentVersion, McpServer, ModelProvider, ProviderKind
-from agents.services.agents import EDITABLE_FIELDS
+from agents.services.agents import EDITABLE_FIELDS, agent_mode_unused
 from api.serializers import StrictModelSerializer, StrictSerializer
 
 MAX_JSON_DEPTH = 20
@@ -80,6 +80,9 @@ class AgentDraftSerializer(serializers.ModelSerializer):
 
     tools = AgentToolSerializer(many=True, read_only=True)
     sub_agents = serializers.SerializerMethodField(help_text="Slugs of the agents this one may delegate to")
+    unused_in_mode = serializers.SerializerMethodField(
+        help_text="What of the draft its mode will not use (a chat-mode agent's other tools and sub-agents)"
+    )
 
     class Meta:
         model = Agent
@@ -94,7 +97,12 @@ class AgentDraftSerializer(serializers.ModelSerializer):
             "run_timeout_s",
             "tools",
             "sub_agents",
+            "unused_in_mode",
         ]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_unused_in_mode(self, agent: Agent) -> list[str]:
+        return agent_mode_unused(agent)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_sub_agents(self, agent: Agent) -> list[str]:

@@ -195,6 +195,23 @@ def agent_spec_build(agent: Agent) -> dict:
     }
 
 
+def agent_mode_unused(agent: Agent) -> list[str]:
+    """What of the agent's draft its mode will not use, for the people who set it up: a chat-mode agent answers in
+    one model call with its knowledge searches run first, so its other tools and its sub-agents are kept but
+    unused until it is switched to tools mode."""
+    if agent.mode != "chat" or agent.pk is None:
+        return []
+    unused = []
+    # `.all()`: prefetched where agents are listed
+    tools = sorted({t.mcp_tool_name or t.tool for t in agent.tools.all() if t.enabled and t.tool != "knowledge_search"})
+    if tools:
+        unused.append(f"Chat mode uses only knowledge_search tools: {', '.join(tools)} will be used in tools mode only.")
+    children = sorted(link.child.slug for link in agent.sub_agent_links.all())
+    if children:
+        unused.append(f"Chat mode does not delegate: the sub-agents {', '.join(children)} are used in tools mode only.")
+    return unused
+
+
 @transaction.atomic
 def agent_publish(*, agent: Agent, note: str = "", user_email: str = "") -> AgentVersion:
     """Snapshot the draft as the next version and make it the published one. Refused (ValidationError on

@@ -144,3 +144,42 @@ def test_forms_cannot_reach_another_tenants_agents_or_mcp_servers(
     if b_agent.pk not in a_ids or b_server.pk not in a_servers:
         assert response.status_code == 200  # the form reports the unknown choice
         assert "Select a valid choice" in response.content.decode()
+
+
+def test_saving_a_chat_mode_agent_warns_of_the_tools_and_sub_agents_it_will_not_use(
+    owner_a: Client, tenant_a: Tenant
+) -> None:
+    with tenant_context(tenant_a):
+        helper = Agent.objects.create(name="Helper", slug="helper")
+        agent = Agent.objects.create(name="Talker", slug="talker", mode="chat")
+    form = {
+        "name": "Talker",
+        "slug": "talker",
+        "temperature": "0.3",
+        "max_steps": "4",
+        "run_timeout_s": "60",
+        "example_questions": "[]",
+        "tools-TOTAL_FORMS": "1",
+        "tools-INITIAL_FORMS": "0",
+        "tools-0-tool": "calculator",
+        "tools-0-config": "{}",
+        "tools-0-enabled": "on",
+        "sub_agent_links-TOTAL_FORMS": "1",
+        "sub_agent_links-INITIAL_FORMS": "0",
+        "sub_agent_links-0-child": str(helper.pk),
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
+    url, host = f"/admin/agents/agent/{agent.pk}/change/", {"HTTP_HOST": host_of(tenant_a)}
+
+    # chat mode: saved, with a warning for each part it will not use
+    page = owner_a.post(url, {**form, "mode": "chat"}, follow=True, **host).content.decode()
+    assert "was changed successfully" in page
+    assert "calculator will be used in tools mode only" in page and "sub-agents helper" in page
+
+    # tools mode uses them: no warning
+    with tenant_context(tenant_a):
+        Agent.objects.get(pk=agent.pk).tools.all().delete()
+        Agent.objects.get(pk=agent.pk).sub_agent_links.all().delete()
+    page = owner_a.post(url, {**form, "mode": "tools"}, follow=True, **host).content.decode()
+    assert "was changed successfully" in page and "tools mode only" not in page

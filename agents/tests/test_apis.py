@@ -495,3 +495,15 @@ def test_listing_agents_takes_the_same_queries_however_many_there_are(tenant_a: 
 
     # then
     assert few == many
+
+
+def test_a_chat_mode_draft_says_which_of_its_tools_it_will_not_use(tenant_a: Tenant, api_as: Any) -> None:
+    admin = api_as("admin")
+    payload = {"slug": "chatty", "name": "Chatty", "mode": "chat", "tools": [{"tool": "calculator"}]}
+    created = admin.post("/api/v1/agents/", payload, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["draft"]["unused_in_mode"] == [
+        "Chat mode uses only knowledge_search tools: calculator will be used in tools mode only."
+    ]
+    switched = admin.patch("/api/v1/agents/chatty/", {"mode": "tools"}, format="json")
+    assert switched.status_code == 200 and switched.json()["draft"]["unused_in_mode"] == []
