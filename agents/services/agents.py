@@ -205,7 +205,9 @@ def agent_mode_unused(agent: Agent) -> list[str]:
     # `.all()`: prefetched where agents are listed
     tools = sorted({t.mcp_tool_name or t.tool for t in agent.tools.all() if t.enabled and t.tool != "knowledge_search"})
     if tools:
-        unused.append(f"Chat mode uses only knowledge_search tools: {', '.join(tools)} will be used in tools mode only.")
+        unused.append(
+            f"Chat mode uses only knowledge_search tools: {', '.join(tools)} will be used in tools mode only."
+        )
     children = sorted(link.child.slug for link in agent.sub_agent_links.all())
     if children:
         unused.append(f"Chat mode does not delegate: the sub-agents {', '.join(children)} are used in tools mode only.")
