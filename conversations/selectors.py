@@ -13,6 +13,15 @@ def agents_published() -> QuerySet[Agent]:
     return Agent.objects.filter(published_version__isnull=False).order_by("name")
 
 
+def agent_knowledge_base_slugs(agent: Agent) -> list[str]:
+    """The knowledge bases the agent's published version searches (its own knowledge_search tools)."""
+    version = agent.published_version
+    tools = version.spec.get("tools", []) if version else []
+    return sorted(
+        {slug for t in tools if t.get("tool") == "knowledge_search" for slug in t["config"]["knowledge_bases"]}
+    )
+
+
 def conversation_get_for_user(*, conversation_id: Any, user: Any) -> Conversation | None:
     """The user's own conversation, or None for anything else (missing, another user's, malformed id)."""
     try:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.relay import run_events_sse
 from conversations.models import Conversation
 from conversations.selectors import (
+    agent_knowledge_base_slugs,
     agents_published,
     conversation_get_for_user,
     conversations_for_user,
@@ -27,6 +28,7 @@ from conversations.services import (
     conversation_update,
     message_feedback,
 )
+from knowledge.selectors import documents_being_indexed
 from nexent_site.errors import ApplicationError
 from nexent_site.tenancy import run_in_tenant
 
@@ -77,10 +79,12 @@ def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
         "created_at", "id"
     )
     active = next((m for m in thread if m.is_active), None)
+    # documents the agent cannot find yet (just uploaded, or a fresh install's handbook): said before anyone asks
+    indexing = documents_being_indexed(knowledge_base_slugs=agent_knowledge_base_slugs(conversation.agent))
     return render(
         request,
         "conversations/chat.html",
-        {"conversation": conversation, "thread": thread, "active": active, **_sidebar(request)},
+        {"conversation": conversation, "thread": thread, "active": active, "indexing": indexing, **_sidebar(request)},
     )
 
 

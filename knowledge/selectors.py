@@ -54,6 +54,14 @@ def document_get_for_reader(*, document_id: Any, user: Any) -> Document | None:
     return None
 
 
+def documents_being_indexed(*, knowledge_base_slugs: list[str]) -> int:
+    """How many documents of these knowledge bases are still on their way to being searchable (queued to indexed):
+    answers cannot find them yet."""
+    if not knowledge_base_slugs:
+        return 0
+    return Document.objects.filter(knowledge_base__slug__in=knowledge_base_slugs, status__in=IN_PROGRESS).count()
+
+
 def knowledge_bases_with_document_states() -> QuerySet[KnowledgeBase]:
     """Knowledge bases with their documents counted by state, in the same query (no query per row)."""
     return KnowledgeBase.objects.select_related("embedding_provider", "created_by").annotate(

@@ -144,3 +144,43 @@ def test_pages_speak_chinese_when_asked(client: Client, setup: dict) -> None:
     page = client.get("/", HTTP_ACCEPT_LANGUAGE="zh-hans", **setup["host"]).content.decode()
     assert "开始对话" in page and "搜索会话" in page
     assert "Start a conversation" in client.get("/", HTTP_ACCEPT_LANGUAGE="en", **setup["host"]).content.decode()
+
+
+def test_the_chat_page_says_when_documents_the_agent_searches_are_still_being_indexed(
+    client: Client, setup: dict, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """Answers cannot draw on a document before it is indexed (a fresh install's handbook, a file just uploaded):
+    the page says so before anyone asks. Another tenant's documents, in a knowledge base of the same slug, do not
+    count."""
+    from agents.models import ModelProvider
+    from agents.services.agents import agent_tool_add
+    from files.models import StoredFile
+    from knowledge.models import Document, KnowledgeBase
+
+    def documents(statuses: list[str]) -> None:
+        provider = ModelProvider.objects.create(name="Embed", kind="embedding", model_name="e", base_url="http://e/v1")
+        kb = KnowledgeBase.objects.create(
+            name="Manual", slug="manual", embedding_provider=provider, embedding_dimension=8
+        )
+        for number, status in enumerate(statuses):
+            stored = StoredFile.objects.create(
+                original_name=f"{number}.txt", size=1, content_type="text/plain", sha256="0", storage_key=f"k/{number}"
+            )
+            Document.objects.create(knowledge_base=kb, file=stored, title=f"Doc {number}", status=status)
+
+    with tenant_context(tenant_b):
+        documents(["queued"] * 5)
+    with tenant_context(tenant_a):
+        documents(["queued", "embedding", "ready", "failed"])
+        agent = Agent.objects.get(slug="helper-bot")
+        agent_tool_add(agent=agent, tool="knowledge_search", config={"knowledge_bases": ["manual"]})
+        agent_publish(agent=agent)
+    url = f"/chat/{setup['conversation'].pk}/"
+
+    page = client.get(url, **setup["host"]).content.decode()
+    assert "2 documents this agent searches are still being indexed" in page
+    assert "仍在建立索引" in client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans", **setup["host"]).content.decode()
+
+    with tenant_context(tenant_a):
+        Document.objects.filter(status__in=["queued", "embedding"]).update(status="ready")
+    assert "still being indexed" not in client.get(url, **setup["host"]).content.decode()
