@@ -306,6 +306,9 @@ class UsageRecord(models.Model):
     trigger = models.CharField(max_length=16, choices=AgentRun.Trigger.choices)
     tokens_in = models.PositiveIntegerField(default=0)
     tokens_out = models.PositiveIntegerField(default=0)
+    estimated = models.BooleanField(
+        default=False, help_text="The run's tokens are estimated (AgentRun.usage_estimated)"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

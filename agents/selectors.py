@@ -5,8 +5,8 @@ from datetime import date
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, F, Prefetch, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, F, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
 
 from agents.models import Agent, AgentRun, AgentTool, RunStep, SubAgentLink, UsageRecord
 from agents.runtime.streams import run_events_since
@@ -82,7 +82,13 @@ def usage_summary(
     rows = (
         records.annotate(group=USAGE_GROUPS[group_by])
         .values("group")
-        .annotate(runs=Count("id"), tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"))
+        .annotate(  # the estimated sums first: later in the same call, "tokens_in" names the aggregate
+            estimated_in=Coalesce(Sum("tokens_in", filter=Q(estimated=True)), 0),
+            estimated_out=Coalesce(Sum("tokens_out", filter=Q(estimated=True)), 0),
+            runs=Count("id"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+        )
         .annotate(tokens=F("tokens_in") + F("tokens_out"))
     )
     ordered = rows.order_by("group") if group_by == "day" else rows.order_by("-tokens", "group")
@@ -93,6 +99,7 @@ def usage_summary(
             "tokens_in": row["tokens_in"],
             "tokens_out": row["tokens_out"],
             "tokens": row["tokens"],
+            "estimated_tokens": row["estimated_in"] + row["estimated_out"],
         }
         for row in ordered
     ]

@@ -100,8 +100,18 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list. Records are written by the runs themselves: read-only here."""
 
     change_list_template = "admin/agents/usagerecord/change_list.html"
-    list_display = ["created_at", "agent_slug", "user_email", "api_key", "trigger", "tokens_in", "tokens_out", "run"]
-    list_filter = ["trigger", "agent_slug", "api_key", ("created_at", admin.DateFieldListFilter)]
+    list_display = [
+        "created_at",
+        "agent_slug",
+        "user_email",
+        "api_key",
+        "trigger",
+        "tokens_in",
+        "tokens_out",
+        "estimated",
+        "run",
+    ]
+    list_filter = ["trigger", "agent_slug", "api_key", "estimated", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["agent_slug", "user_email", "api_key__name", "api_key__prefix"]
     date_hierarchy = "created_at"
     list_select_related = ["api_key", "run"]

@@ -50,3 +50,6 @@ class UsageRowSerializer(serializers.Serializer):
     tokens_in = serializers.IntegerField()
     tokens_out = serializers.IntegerField()
     tokens = serializers.IntegerField()
+    estimated_tokens = serializers.IntegerField(
+        help_text="Of `tokens`, those estimated from the text: their provider reported no usage"
+    )

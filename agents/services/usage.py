@@ -84,6 +84,7 @@ def usage_record(*, run: AgentRun) -> UsageRecord:
                 trigger=run.trigger,
                 tokens_in=run.tokens_in,
                 tokens_out=run.tokens_out,
+                estimated=run.usage_estimated,
             )
     except IntegrityError:  # recorded already (a task delivered twice)
         return UsageRecord.objects.get(run=run)

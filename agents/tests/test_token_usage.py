@@ -59,7 +59,7 @@ class TestRunsWithoutReportedUsage:
         assert done.status == RunStatus.SUCCEEDED and done.usage_estimated is True
         assert done.tokens_out >= 12 and done.tokens_in >= tokens_estimate("Be brief.tell me twelve words")
         record = committed.run(tenant_a, lambda: UsageRecord.objects.get(run_id=run.pk))
-        assert (record.tokens_in, record.tokens_out) == (done.tokens_in, done.tokens_out)
+        assert (record.tokens_in, record.tokens_out, record.estimated) == (done.tokens_in, done.tokens_out, True)
 
     def test_a_stopped_answer_counts_what_was_written(
         self, committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
