@@ -87,6 +87,25 @@ def _history(messages: Iterable[Message]) -> list[dict]:
     return history
 
 
+def _turn_history(conversation: Conversation) -> tuple[list[dict], bool, bool]:
+    """For a new turn, in one query: the history the agent gets, whether an answer is still being written, and
+    whether an attached file is still waiting to be read. A conversation that never had files reads three
+    columns per message, not model instances (a long conversation's turn paid for every earlier message)."""
+    ordered = conversation.messages.order_by("created_at", "id")
+    if conversation.has_attachments:
+        messages = _with_attachments(conversation, ordered)
+        busy = any(message.is_active for message in messages)
+        unread = any(a.status == Attachment.Status.PENDING for message in messages for a in message.attachments.all())
+        return _history(messages), busy, unread
+    rows = list(ordered.values_list("role", "content", "status"))
+    busy = any(status in Message.ACTIVE_STATUSES for _, _, status in rows)
+    # as `_history` gives them: completed messages with text (no attachments to add)
+    history = [
+        {"role": role, "content": text} for role, text, status in rows if status == Message.Status.COMPLETED and text
+    ]
+    return history, busy, False
+
+
 def _conversation_lock(conversation: Conversation) -> Conversation:
     """The conversation, locked for this transaction (one turn at a time), with its agent's published version."""
     return (
@@ -117,12 +136,10 @@ def conversation_message_send(
             f"Messages are limited to {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long"
         )
     # One query for both the "one turn at a time" check and the history the agent gets.
-    messages = _with_attachments(conversation, conversation.messages.order_by("created_at", "id"))
-    if any(message.is_active for message in messages):
+    history, busy, unread = _turn_history(conversation)
+    if busy:
         raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
-    unread = any(a.status == Attachment.Status.PENDING for message in messages for a in message.attachments.all())
-    history = _history(messages)
     if uploads:
         from conversations.attachments import attachments_store, message_text_for_agent
 

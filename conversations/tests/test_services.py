@@ -235,3 +235,39 @@ def test_a_turn_finalizes_its_message_from_the_steps_its_run_just_wrote(tenant_a
             unit.kind
             for unit in message_finalize(message=stored).units.all()  # again, read from the database
         ]
+
+
+def test_a_conversation_without_files_gives_the_agent_the_same_history_from_three_columns(tenant_a: Tenant) -> None:
+    """Its turns read role, content and status instead of model instances: the history must be the one the model
+    instances give (completed messages with text, in order), and an answer still being written must keep
+    refusing a new turn."""
+    from conversations.services import _history, _turn_history, _with_attachments
+
+    with tenant_context(tenant_a):
+        user = User.objects.get(email=owner_email("alpha"))
+        agent = Agent.objects.create(name="Historian", slug="historian", mode="chat")
+        conversation = Conversation.objects.create(user=user, agent=agent)
+        for role, content, status in [
+            ("user", "first question", "completed"),
+            ("assistant", "first answer", "completed"),
+            ("user", "second question", "completed"),
+            ("assistant", "half an answer", "stopped"),
+            ("assistant", "", "completed"),
+            ("assistant", "an error", "failed"),
+            ("user", "third question", "completed"),
+        ]:
+            Message.objects.create(conversation=conversation, role=role, content=content, status=status)
+        ordered = conversation.messages.order_by("created_at", "id")
+
+        history, busy, unread = _turn_history(conversation)
+
+        assert history == _history(_with_attachments(conversation, ordered))
+        assert [m["content"] for m in history] == [
+            "first question",
+            "first answer",
+            "second question",
+            "third question",
+        ]
+        assert (busy, unread) == (False, False)
+        Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+        assert _turn_history(conversation)[1] is True
