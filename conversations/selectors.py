@@ -10,7 +10,7 @@ from conversations.models import Conversation, Message
 
 
 def agents_published() -> QuerySet[Agent]:
-    return Agent.objects.filter(published_version__isnull=False).order_by("name")
+    return Agent.objects.filter(published_version__isnull=False).select_related("published_version").order_by("name")
 
 
 def agent_knowledge_base_slugs(agent: Agent) -> list[str]:

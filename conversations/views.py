@@ -53,7 +53,12 @@ def _sidebar(request: HttpRequest) -> dict:
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "conversations/home.html", {"agents": agents_published(), **_sidebar(request)})
+    agents = list(agents_published())
+    searched = {agent.pk: agent_knowledge_base_slugs(agent) for agent in agents}
+    indexing = documents_being_indexed(knowledge_base_slugs=sorted({s for slugs in searched.values() for s in slugs}))
+    for agent in agents:  # what each agent cannot find yet, said before anyone asks
+        agent.indexing = sum(indexing.get(slug, 0) for slug in searched[agent.pk])
+    return render(request, "conversations/home.html", {"agents": agents, **_sidebar(request)})
 
 
 @login_required
@@ -80,7 +85,9 @@ def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
     )
     active = next((m for m in thread if m.is_active), None)
     # documents the agent cannot find yet (just uploaded, or a fresh install's handbook): said before anyone asks
-    indexing = documents_being_indexed(knowledge_base_slugs=agent_knowledge_base_slugs(conversation.agent))
+    indexing = sum(
+        documents_being_indexed(knowledge_base_slugs=agent_knowledge_base_slugs(conversation.agent)).values()
+    )
     return render(
         request,
         "conversations/chat.html",

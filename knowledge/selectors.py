@@ -54,12 +54,18 @@ def document_get_for_reader(*, document_id: Any, user: Any) -> Document | None:
     return None
 
 
-def documents_being_indexed(*, knowledge_base_slugs: list[str]) -> int:
-    """How many documents of these knowledge bases are still on their way to being searchable (queued to indexed):
-    answers cannot find them yet."""
+def documents_being_indexed(*, knowledge_base_slugs: list[str]) -> dict[str, int]:
+    """Per knowledge base (of these slugs, those that have any), how many documents are still on their way to
+    being searchable (queued to indexed): answers cannot find them yet. One query."""
     if not knowledge_base_slugs:
-        return 0
-    return Document.objects.filter(knowledge_base__slug__in=knowledge_base_slugs, status__in=IN_PROGRESS).count()
+        return {}
+    rows = (
+        Document.objects.filter(knowledge_base__slug__in=knowledge_base_slugs, status__in=IN_PROGRESS)
+        .values("knowledge_base__slug")
+        .annotate(count=Count("id"))
+        .order_by()
+    )
+    return {row["knowledge_base__slug"]: row["count"] for row in rows}
 
 
 def knowledge_bases_with_document_states() -> QuerySet[KnowledgeBase]:

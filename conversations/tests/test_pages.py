@@ -146,7 +146,7 @@ def test_pages_speak_chinese_when_asked(client: Client, setup: dict) -> None:
     assert "Start a conversation" in client.get("/", HTTP_ACCEPT_LANGUAGE="en", **setup["host"]).content.decode()
 
 
-def test_the_chat_page_says_when_documents_the_agent_searches_are_still_being_indexed(
+def test_the_pages_say_when_documents_the_agent_searches_are_still_being_indexed(
     client: Client, setup: dict, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
     """Answers cannot draw on a document before it is indexed (a fresh install's handbook, a file just uploaded):
@@ -179,8 +179,11 @@ def test_the_chat_page_says_when_documents_the_agent_searches_are_still_being_in
 
     page = client.get(url, **setup["host"]).content.decode()
     assert "2 documents this agent searches are still being indexed" in page
+    home = client.get("/", **setup["host"]).content.decode()  # before a conversation starts, too
+    assert "2 documents this agent searches are still being indexed" in home
     assert "仍在建立索引" in client.get(url, HTTP_ACCEPT_LANGUAGE="zh-hans", **setup["host"]).content.decode()
 
     with tenant_context(tenant_a):
         Document.objects.filter(status__in=["queued", "embedding"]).update(status="ready")
     assert "still being indexed" not in client.get(url, **setup["host"]).content.decode()
+    assert "still being indexed" not in client.get("/", **setup["host"]).content.decode()
