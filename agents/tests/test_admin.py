@@ -102,6 +102,27 @@ def test_estimated_token_counts_are_marked_and_can_be_filtered(owner_a: Client, 
     assert [run.pk for run in only] == [estimated.pk] and reported.pk != estimated.pk
 
 
+def agent_form(*, name: str, slug: str, mode: str = "", tool: dict, child: int) -> dict:
+    """The agent change form's data, with one tool and one sub-agent."""
+    data = {
+        "name": name,
+        "slug": slug,
+        "temperature": "0.3",
+        "max_steps": "4",
+        "run_timeout_s": "60",
+        "example_questions": "[]",
+        "tools-TOTAL_FORMS": "1",
+        "tools-INITIAL_FORMS": "0",
+        **{f"tools-0-{field}": value for field, value in {"config": "{}", "enabled": "on", **tool}.items()},
+        "sub_agent_links-TOTAL_FORMS": "1",
+        "sub_agent_links-INITIAL_FORMS": "0",
+        "sub_agent_links-0-child": str(child),
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
+    return {**data, "mode": mode} if mode else data
+
+
 def test_forms_cannot_reach_another_tenants_agents_or_mcp_servers(
     owner_a: Client, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
@@ -114,27 +135,13 @@ def test_forms_cannot_reach_another_tenants_agents_or_mcp_servers(
         a_servers = set(McpServer.objects.values_list("pk", flat=True))
     response = owner_a.post(
         f"/admin/agents/agent/{a_agent.pk}/change/",
-        {
-            "name": "A agent",
-            "slug": "a-agent",
-            "mode": "tools",
-            "temperature": "0.3",
-            "max_steps": "4",
-            "run_timeout_s": "60",
-            "example_questions": "[]",
-            "tools-TOTAL_FORMS": "1",
-            "tools-INITIAL_FORMS": "0",
-            "tools-0-tool": "mcp",
-            "tools-0-mcp_server": str(b_server.pk),
-            "tools-0-mcp_tool_name": "x",
-            "tools-0-config": "{}",
-            "tools-0-enabled": "on",
-            "sub_agent_links-TOTAL_FORMS": "1",
-            "sub_agent_links-INITIAL_FORMS": "0",
-            "sub_agent_links-0-child": str(b_agent.pk),
-            "versions-TOTAL_FORMS": "0",
-            "versions-INITIAL_FORMS": "0",
-        },
+        agent_form(
+            name="A agent",
+            slug="a-agent",
+            mode="tools",
+            tool={"tool": "mcp", "mcp_server": str(b_server.pk), "mcp_tool_name": "x"},
+            child=b_agent.pk,
+        ),
         HTTP_HOST=host_of(tenant_a),
     )
     with tenant_context(tenant_a):
@@ -152,24 +159,7 @@ def test_saving_a_chat_mode_agent_warns_of_the_tools_and_sub_agents_it_will_not_
     with tenant_context(tenant_a):
         helper = Agent.objects.create(name="Helper", slug="helper")
         agent = Agent.objects.create(name="Talker", slug="talker", mode="chat")
-    form = {
-        "name": "Talker",
-        "slug": "talker",
-        "temperature": "0.3",
-        "max_steps": "4",
-        "run_timeout_s": "60",
-        "example_questions": "[]",
-        "tools-TOTAL_FORMS": "1",
-        "tools-INITIAL_FORMS": "0",
-        "tools-0-tool": "calculator",
-        "tools-0-config": "{}",
-        "tools-0-enabled": "on",
-        "sub_agent_links-TOTAL_FORMS": "1",
-        "sub_agent_links-INITIAL_FORMS": "0",
-        "sub_agent_links-0-child": str(helper.pk),
-        "versions-TOTAL_FORMS": "0",
-        "versions-INITIAL_FORMS": "0",
-    }
+    form = agent_form(name="Talker", slug="talker", tool={"tool": "calculator"}, child=helper.pk)
     url, host = f"/admin/agents/agent/{agent.pk}/change/", {"HTTP_HOST": host_of(tenant_a)}
 
     # chat mode: saved, with a warning for each part it will not use
