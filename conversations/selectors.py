@@ -18,7 +18,12 @@ def agent_knowledge_base_slugs(agent: Agent) -> list[str]:
     version = agent.published_version
     tools = version.spec.get("tools", []) if version else []
     return sorted(
-        {slug for t in tools if t.get("tool") == "knowledge_search" for slug in t["config"]["knowledge_bases"]}
+        {
+            slug
+            for tool in tools
+            if tool.get("tool") == "knowledge_search"
+            for slug in (tool.get("config") or {}).get("knowledge_bases", [])
+        }
     )
 
 
