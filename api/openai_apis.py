@@ -112,7 +112,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
     else:
-        response = JsonResponse(completion_object(run=await run_wait(tenant, run), chat=chat))
+        finished = await run_wait(tenant, run)
+        # in a thread: the answer's finish reason is read from its stored steps
+        response = JsonResponse(await run_in_tenant(tenant, completion_object, run=finished, chat=chat))
     response["X-Nexent-Run-Id"] = str(run.pk)
     return response
 

@@ -397,14 +397,27 @@ def _usage(tokens_in: int, tokens_out: int) -> dict:
     return {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}
 
 
-def _finish_reason(mode: str, tokens_out: int, max_tokens: int | None) -> str:
-    # A chat-mode run is one model call: using all of max_tokens means the provider cut the answer short.
-    # (Tools-mode runs add up several calls, so the same sum says nothing there.)
+REPORTED_FINISH_REASONS = {STOP, LENGTH, "content_filter"}
+
+
+def _finish_reason(mode: str, tokens_out: int, max_tokens: int | None, reported: str | None = None) -> str:
+    """The provider's own reason for a chat-mode answer (its `final_answer` event carries it). Runs stored without
+    it: a chat-mode run is one model call, so using all of max_tokens means the provider cut the answer short
+    (tools-mode runs add up several calls, so the same sum says nothing there). Estimated tokens (a provider that
+    reports no usage) would make that guess wrong either way, which is why the reason is kept."""
+    if reported in REPORTED_FINISH_REASONS:
+        return reported
     return LENGTH if mode == "chat" and max_tokens and tokens_out >= max_tokens else STOP
 
 
+def _reported_finish(run: AgentRun) -> str | None:
+    data = run.steps.filter(type="final_answer").order_by("-seq").values_list("data", flat=True).first()
+    return (data or {}).get("finish_reason")
+
+
 def completion_object(*, run: AgentRun, chat: ChatRequest) -> dict:
-    """The `chat.completion` answering the request, once its run has ended; OpenAIError if it failed."""
+    """The `chat.completion` answering the request, once its run has ended; OpenAIError if it failed. Reads the
+    answer's finish reason from the run's steps (one query)."""
     if run.status != RunStatus.SUCCEEDED:
         raise run_failure_error(status=run.status, error=run.error)
     return {
@@ -417,7 +430,9 @@ def completion_object(*, run: AgentRun, chat: ChatRequest) -> dict:
                 "index": 0,
                 "message": {"role": "assistant", "content": run.output, "refusal": None, "annotations": []},
                 "logprobs": None,
-                "finish_reason": _finish_reason(run.spec.get("mode", ""), run.tokens_out, chat.max_tokens),
+                "finish_reason": _finish_reason(
+                    run.spec.get("mode", ""), run.tokens_out, chat.max_tokens, _reported_finish(run)
+                ),
             }
         ],
         "usage": _usage(run.tokens_in, run.tokens_out),
@@ -446,6 +461,7 @@ class CompletionChunks:
         self.chat = chat
         self.sent = ""
         self.tokens = (0, 0)
+        self.reported_finish: str | None = None
 
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -473,8 +489,10 @@ class CompletionChunks:
         kind, data = event["type"], event["data"]
         if kind == "text_delta" and self.mode == "chat":
             return self._content(data["text"])
-        if kind == "final_answer" and data["text"].startswith(self.sent):
-            return self._content(data["text"][len(self.sent) :])
+        if kind == "final_answer":
+            self.reported_finish = data.get("finish_reason")
+            if data["text"].startswith(self.sent):
+                return self._content(data["text"][len(self.sent) :])
         if kind == "usage":
             self.tokens = (data["tokens_in"], data["tokens_out"])
         if kind == "run_finished":
@@ -484,7 +502,8 @@ class CompletionChunks:
         return b""
 
     def closing(self) -> bytes:
-        parts = [self._chunk({}, _finish_reason(self.mode, self.tokens[1], self.chat.max_tokens))]
+        reason = _finish_reason(self.mode, self.tokens[1], self.chat.max_tokens, self.reported_finish)
+        parts = [self._chunk({}, reason)]
         if self.chat.include_usage:
             parts.append(
                 _sse(

@@ -193,7 +193,8 @@ class Engine:
         window = (self.spec.get("context_window") or 8192) - len(prompt) // 4  # what the history may use
         messages = [{"role": "system", "content": prompt}, *_trim_history(self.messages, window)]
         text: list[str] = []
-        finished = reported = False
+        finished: str | None = None  # the provider's finish reason: "stop", "length" (its max_tokens), …
+        reported = False
         chunks = 0
         stream = chat_stream(
             provider,
@@ -212,7 +213,7 @@ class Engine:
                 if not choice:
                     continue
                 if choice.get("finish_reason"):
-                    finished = True
+                    finished = choice["finish_reason"]
                 content = (choice.get("delta") or {}).get("content")
                 if content:
                     chunks += 1
@@ -239,7 +240,10 @@ class Engine:
             raise RunFailed(
                 "malformed response from provider: the stream ended before the answer was finished", "malformed"
             )
-        self.emit(EventType.FINAL_ANSWER, {"text": self.result.output, "citations": self.context.citations})
+        self.emit(
+            EventType.FINAL_ANSWER,
+            {"text": self.result.output, "citations": self.context.citations, "finish_reason": finished},
+        )
 
     def _retrieve(self) -> str:
         """Chat mode's retrieved context: the agent's knowledge searches, run on the user's last message before

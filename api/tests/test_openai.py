@@ -205,9 +205,9 @@ def test_a_tools_agent_answers_with_its_final_answer_whole_and_streamed(
 def test_max_tokens_used_up_is_finish_reason_length(
     openai_for: Callable[..., OpenAI], committed_key: Any, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
 ) -> None:
-    # given a model whose answer uses all of the 5 tokens allowed
+    # given a model whose answer is cut at the 5 tokens allowed (the test server says "length", as real ones do)
     published_agent(slug="helper", mode="chat")
-    fake_llm.script(Reply(content="one two three four five"), Reply(content="one two three four five"))
+    fake_llm.script(Reply(content="one two three four five six seven"), Reply(content="one two three four five six"))
     client = openai_for(tenant_a, committed_key(tenant_a, scopes="chat"))
     messages = [{"role": "user", "content": "count"}]
     # when / then
@@ -215,6 +215,26 @@ def test_max_tokens_used_up_is_finish_reason_length(
     assert completion.choices[0].finish_reason == "length"
     chunks = list(client.chat.completions.create(model="helper", messages=messages, max_tokens=5, stream=True))
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three four five"
+
+
+def test_an_answer_that_ended_by_itself_is_finish_reason_stop_even_when_its_tokens_are_estimated(
+    openai_for: Callable[..., OpenAI], committed_key: Any, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """A provider that reports no usage (llama.cpp's server) has its answer's tokens estimated from the text, and an
+    estimate can pass max_tokens: the provider's own finish reason is what the caller gets."""
+    published_agent(slug="local-like", mode="chat")
+    long_words = "supercalifragilistic expialidocious antidisestablishmentarianism"
+    fake_llm.script(Reply(content=long_words, usage=False), Reply(content=long_words, usage=False))
+    client = openai_for(tenant_a, committed_key(tenant_a, scopes="chat"))
+    messages = [{"role": "user", "content": "three long words"}]
+
+    completion = client.chat.completions.create(model="local-like", messages=messages, max_tokens=5)
+
+    assert completion.choices[0].message.content == long_words and completion.usage.completion_tokens > 5
+    assert completion.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(model="local-like", messages=messages, max_tokens=5, stream=True))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
 def test_the_agents_answer_limit_goes_to_the_model_and_callers_may_ask_for_less_not_more(

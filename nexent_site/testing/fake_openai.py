@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -140,6 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        cut = bool(limit and len(reply.content.split()) > limit)  # a word a token, as the usage below counts
+        if cut:  # the answer stops at the limit, and says so, as a real server's does
+            reply = replace(reply, content=" ".join(reply.content.split()[:limit]))
+        finish = "length" if cut else "stop"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = max(1, len(reply.content.split())) + sum(
             len(json.dumps(t.arguments)) // 4 for t in reply.tool_calls
@@ -170,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "created": int(time.time()),
                     "model": body.get("model"),
                     "choices": [
-                        {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
+                        {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else finish}
                     ],
                     **({"usage": usage} if reply.usage else {}),
                 },
@@ -213,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]})
             )
-        chunks.append(chunk({}, "tool_calls" if tool_calls else "stop"))
+        chunks.append(chunk({}, "tool_calls" if tool_calls else finish))
         if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
             chunks.append(
                 {
