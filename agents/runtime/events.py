@@ -23,7 +23,7 @@ class EventType(StrEnum):
     SUBAGENT_EVENT = "subagent_event"  # data: step, model_output, tool_calls, observations, error, final_answer
     FINAL_ANSWER = "final_answer"  # data: text, citations
     ERROR = "error"  # data: message, code, fatal
-    USAGE = "usage"  # data: tokens_in, tokens_out
+    USAGE = "usage"  # data: tokens_in, tokens_out, estimated
     RUN_FINISHED = "run_finished"  # data: status, error, duration_ms — always the last event
 
 

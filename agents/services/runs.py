@@ -388,7 +388,10 @@ def run_execute(
             run.usage_estimated = result.usage_estimated
         if status != RunStatus.SUCCEEDED:
             recorder.emit(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
-        recorder.emit(EventType.USAGE, {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out})
+        recorder.emit(
+            EventType.USAGE,
+            {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "estimated": run.usage_estimated},
+        )
         run.ttft_ms = recorder.first_token_ms
         run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
         finished = recorder.stored_event(

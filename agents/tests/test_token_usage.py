@@ -35,11 +35,12 @@ class TestRunsWithoutReportedUsage:
         fake_llm.script(Reply(content="Hello there, how can I help?"))
 
         run = start(committed, tenant_a, "counted", "hello")
-        follow(tenant_a, run)
+        events = follow(tenant_a, run)
 
         done = stored(committed, tenant_a, run)
         # the test server counts words: "Be brief." and "hello" in, six words out
         assert (done.tokens_in, done.tokens_out, done.usage_estimated) == (3, 6, False)
+        assert next(e["data"] for e in events if e["type"] == "usage")["estimated"] is False
 
     def test_a_chat_answer_without_usage_is_estimated_and_counted(
         self, committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
@@ -50,7 +51,7 @@ class TestRunsWithoutReportedUsage:
 
         # when
         run = start(committed, tenant_a, "uncounted", "tell me twelve words")
-        follow(tenant_a, run)
+        events = follow(tenant_a, run)
 
         # then: tokens from the text (12 streamed chunks at least), marked as estimated, in the usage records too
         done = stored(committed, tenant_a, run)
@@ -58,6 +59,8 @@ class TestRunsWithoutReportedUsage:
         assert done.tokens_out >= 12 and done.tokens_in >= tokens_estimate("Be brief.tell me twelve words")
         record = committed.run(tenant_a, lambda: UsageRecord.objects.get(run_id=run.pk))
         assert (record.tokens_in, record.tokens_out, record.estimated) == (done.tokens_in, done.tokens_out, True)
+        usage = next(e["data"] for e in events if e["type"] == "usage")  # live readers are told, too
+        assert usage == {"tokens_in": done.tokens_in, "tokens_out": done.tokens_out, "estimated": True}
 
     def test_a_tools_run_without_usage_is_estimated_per_model_call(
         self, committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
