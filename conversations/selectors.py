@@ -27,6 +27,16 @@ def agent_knowledge_base_slugs(agent: Agent) -> list[str]:
     )
 
 
+def agents_documents_being_indexed(agents: list[Agent]) -> dict[int, int]:
+    """Per agent (by pk, published version loaded), how many documents of the knowledge bases it searches cannot
+    be found yet because they are still being indexed. One query for all of them."""
+    from knowledge.selectors import documents_being_indexed
+
+    searched = {agent.pk: agent_knowledge_base_slugs(agent) for agent in agents}
+    counts = documents_being_indexed(knowledge_base_slugs=sorted({s for slugs in searched.values() for s in slugs}))
+    return {pk: sum(counts.get(slug, 0) for slug in slugs) for pk, slugs in searched.items()}
+
+
 def conversation_get_for_user(*, conversation_id: Any, user: Any) -> Conversation | None:
     """The user's own conversation, or None for anything else (missing, another user's, malformed id)."""
     try:

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.relay import run_events_sse
 from conversations.models import Conversation
 from conversations.selectors import (
-    agent_knowledge_base_slugs,
+    agents_documents_being_indexed,
     agents_published,
     conversation_get_for_user,
     conversations_for_user,
@@ -28,7 +28,6 @@ from conversations.services import (
     conversation_update,
     message_feedback,
 )
-from knowledge.selectors import documents_being_indexed
 from nexent_site.errors import ApplicationError
 from nexent_site.tenancy import run_in_tenant
 
@@ -54,10 +53,9 @@ def _sidebar(request: HttpRequest) -> dict:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     agents = list(agents_published())
-    searched = {agent.pk: agent_knowledge_base_slugs(agent) for agent in agents}
-    indexing = documents_being_indexed(knowledge_base_slugs=sorted({s for slugs in searched.values() for s in slugs}))
+    indexing = agents_documents_being_indexed(agents)
     for agent in agents:  # what each agent cannot find yet, said before anyone asks
-        agent.indexing = sum(indexing.get(slug, 0) for slug in searched[agent.pk])
+        agent.indexing = indexing[agent.pk]
     return render(request, "conversations/home.html", {"agents": agents, **_sidebar(request)})
 
 
@@ -85,9 +83,7 @@ def chat(request: HttpRequest, conversation_id: str) -> HttpResponse:
     )
     active = next((m for m in thread if m.is_active), None)
     # documents the agent cannot find yet (just uploaded, or a fresh install's handbook): said before anyone asks
-    indexing = sum(
-        documents_being_indexed(knowledge_base_slugs=agent_knowledge_base_slugs(conversation.agent)).values()
-    )
+    indexing = agents_documents_being_indexed([conversation.agent])[conversation.agent.pk]
     return render(
         request,
         "conversations/chat.html",
