@@ -103,9 +103,13 @@ def test_bad_usage_parameters_are_named(tenant_a: Tenant) -> None:
     assert set(response.json()["error"]["fields"]) == {"group_by", "since"}
 
 
-def test_usage_says_how_much_of_it_is_estimated(tenant_a: Tenant) -> None:
+def test_usage_says_how_much_of_it_is_estimated(tenant_a: Tenant, tenant_b: Tenant) -> None:
     """Runs on a provider that reports no usage (llama.cpp's server) are counted from an estimate: the API and the
-    admin's usage page say how many of the tokens are."""
+    admin's usage page say how many of the tokens are, of the tenant's own records only."""
+    with tenant_context(tenant_b):
+        UsageRecord.objects.create(
+            agent_slug="usage-local", trigger="chat", tokens_in=900, tokens_out=99, estimated=True
+        )
     with tenant_context(tenant_a):
         UsageRecord.objects.create(
             agent_slug="usage-local", trigger="chat", tokens_in=300, tokens_out=100, estimated=True
