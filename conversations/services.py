@@ -139,10 +139,11 @@ def conversation_message_send(
     history, busy, unread = _turn_history(conversation)
     if busy:
         raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    user_message = Message(conversation=conversation, role=Message.Role.USER, content=content)
     if uploads:
         from conversations.attachments import attachments_store, message_text_for_agent
 
+        user_message.save()  # the attachments point to it
         attachments_store(message=user_message, uploads=uploads, user=user)
         history.append({"role": "user", "content": message_text_for_agent(user_message)})
         unread = True
@@ -155,6 +156,7 @@ def conversation_message_send(
         api_key=api_key,
         attachments=unread,
         new_attachments=bool(uploads),
+        user_message=None if uploads else user_message,
     )
 
 
@@ -166,10 +168,12 @@ def _start_turn(
     api_key: Any = None,
     attachments: bool = True,
     new_attachments: bool = False,
+    user_message: Message | None = None,
 ) -> Message:
     """The run and the pending assistant message of a turn, the worker's task enqueued on commit.
     `attachments`: whether the conversation has files the worker must read before the agent runs;
-    `new_attachments`: whether this turn's message brought some."""
+    `new_attachments`: whether this turn's message brought some; `user_message`: the turn's message, not saved
+    yet (then saved with the answer's, in one statement)."""
     run = run_start(
         agent=conversation.agent,
         messages=history or [{"role": "user", "content": ""}],
@@ -178,9 +182,8 @@ def _start_turn(
         api_key=api_key,
         enqueue=False,
     )
-    assistant = Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run
-    )
+    assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run)
+    Message.objects.bulk_create([user_message, assistant] if user_message is not None else [assistant])
     changes = {"updated_at": timezone.now()}
     if new_attachments:
         changes["has_attachments"] = True
@@ -188,9 +191,10 @@ def _start_turn(
     from conversations.tasks import chat_turn_execute
 
     timeout = run.spec["run_timeout_s"]
+    titled = bool(conversation.title)  # the worker asks for a title after a first answer without loading this
     transaction.on_commit(
         lambda: chat_turn_execute.apply_async(
-            args=[assistant.pk, attachments], soft_time_limit=timeout + 15, time_limit=timeout + 60
+            args=[assistant.pk, attachments, titled], soft_time_limit=timeout + 15, time_limit=timeout + 60
         )
     )
     return assistant
@@ -322,12 +326,12 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
     return message
 
 
-def message_announce(*, message: Message) -> None:
-    """Tell the conversation's open pages that `message` (finalized, with its conversation and run loaded) is
-    done, with the message itself to render; after a first completed answer, ask for the title."""
-    conversation = message.conversation
+def message_announce(*, message: Message, titled: bool | None = None) -> None:
+    """Tell the conversation's open pages that `message` (finalized, with its run loaded) is done, with the
+    message itself to render; after a first completed answer, ask for the title. `titled`: whether the
+    conversation had a title when the turn began (else its title is read)."""
     conversation_notify(
-        conversation_id=str(conversation.pk),
+        conversation_id=str(message.conversation_id),
         payload={
             "type": "message_done",
             "message_id": message.pk,
@@ -337,11 +341,15 @@ def message_announce(*, message: Message) -> None:
             "message": message_snapshot(message),
         },
     )
-    if message.status == Message.Status.COMPLETED and not conversation.title and message.run is not None:
+    if message.status != Message.Status.COMPLETED or message.run is None:
+        return
+    if titled is None:
+        titled = bool(message.conversation.title)
+    if not titled:  # the task itself leaves a conversation titled meanwhile alone
         from conversations.tasks import conversation_title_generate
 
         # a task of its own: the model call for the title must not keep the worker's thread from the next turn
-        conversation_title_generate.delay(str(conversation.pk), message.run.spec.get("provider_id"))
+        conversation_title_generate.delay(str(message.conversation_id), message.run.spec.get("provider_id"))
 
 
 def messages_watchdog() -> int:

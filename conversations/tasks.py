@@ -19,16 +19,17 @@ from tenants.sweep import tenants_sweep
 @shared_task(
     name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True, bind=True, max_retries=None
 )
-def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> str | None:
+def chat_turn_execute(self: Any, message_id: int, attachments: bool = True, titled: bool | None = None) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
-    message came without files, so there is nothing to read first. While the tenant has its most runs executing
-    or a provider the agent uses is at its concurrency limit, the turn stays pending and is tried again a moment
-    later (agents.tasks)."""
-    # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); not the agent (a fifth more):
-    # the run's spec has what the run needs of it
+    message came without files, so there is nothing to read first. `titled`: whether the conversation had a
+    title when the turn began (None: read it). While the tenant has its most runs executing or a provider the
+    agent uses is at its concurrency limit, the turn stays pending and is tried again a moment later
+    (agents.tasks)."""
+    # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); only the run (not its agent,
+    # version or conversation: a third more): the run's spec has what the run needs of them
     try:
-        message = Message.objects.select_related("conversation", "run__version").get(pk=message_id)
+        message = Message.objects.select_related("run").get(pk=message_id)
     except Message.DoesNotExist:
         return None
     if message.run_id is None:
@@ -48,10 +49,10 @@ def chat_turn_execute(self: Any, message_id: int, attachments: bool = True) -> s
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
         )
     except RunMustWait as busy:  # its files are read by now
-        raise self.retry(args=[message_id, False], countdown=busy.retry_in_s(self.request.retries)) from None
+        raise self.retry(args=[message_id, False, titled], countdown=busy.retry_in_s(self.request.retries)) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
-    message_announce(message=message)
+    message_announce(message=message, titled=titled)
     return message.status
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,8 +27,9 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django_tenants.middleware.main import TenantMainMiddleware
 from django_tenants.utils import get_public_schema_name, remove_www, schema_context, tenant_context
-from redis.exceptions import RedisError
 from tenant_schemas_celery.task import TenantTask as SchemaTenantTask
+
+from nexent_site.token_cache import TokenCache
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -46,54 +46,27 @@ class TenantSuspendedError(Exception):
     """Raised when work is attempted for a suspended tenant."""
 
 
-# host -> tenant and schema -> tenant, per process. Valid while the platform-wide token in Redis is
-# unchanged: every save or delete of a tenant or a domain replaces the token (tenants_changed), so all
-# processes see the change on their next request or task. Without Redis nothing is cached.
+# host -> tenant and schema -> tenant, per process, valid while the platform-wide token in Redis is unchanged:
+# every save or delete of a tenant or a domain replaces the token (tenants_changed), so all processes see the
+# change on their next request or task.
 TENANTS_TOKEN_KEY = "nexent:tenants:token"
-_tenant_cache: dict[tuple[str, str], tuple[bytes, Tenant | None]] = {}
-_TENANT_CACHE_MAX = 10_000
-
-
-def _tenants_token() -> bytes | None:
-    from nexent_site.redis_pool import redis_client
-
-    try:
-        client = redis_client()
-        token = client.get(TENANTS_TOKEN_KEY)
-        if token is None:  # first use, or Redis was flushed: a new token, so nothing cached before counts
-            client.set(TENANTS_TOKEN_KEY, uuid.uuid4().hex, nx=True)
-            token = client.get(TENANTS_TOKEN_KEY)
-        return token
-    except RedisError:
-        logger.warning("Redis unavailable: looking tenants up without the cache")
-        return None
+_tenant_cache: TokenCache[Tenant | None] = TokenCache("tenant lookups")
 
 
 def tenants_changed() -> None:
     """Forget every process's cached tenant lookups (called on any tenant or domain change)."""
-    from nexent_site.redis_pool import redis_client
-
-    _tenant_cache.clear()
-    try:
-        redis_client().set(TENANTS_TOKEN_KEY, uuid.uuid4().hex)
-    except RedisError:
-        logger.warning("Redis unavailable: other processes keep their tenant lookups until it is back")
+    _tenant_cache.changed(TENANTS_TOKEN_KEY)
 
 
 def _cached_tenant(kind: str, key: str, load: Callable[[], Tenant | None]) -> Tenant | None:
     """`load()` (run in the public schema), or its cached result while tenants are unchanged. A copy of its own
     for each caller: callers set attributes on it."""
-    token = _tenants_token()
-    cached = _tenant_cache.get((kind, key)) if token is not None else None
-    if cached is not None and cached[0] == token:
-        tenant = cached[1]
-    else:
+
+    def load_public() -> Tenant | None:
         with schema_context(get_public_schema_name()):
-            tenant = load()
-        if token is not None:
-            if len(_tenant_cache) >= _TENANT_CACHE_MAX:
-                _tenant_cache.clear()
-            _tenant_cache[(kind, key)] = (token, tenant)
+            return load()
+
+    tenant = _tenant_cache.get(TENANTS_TOKEN_KEY, (kind, key), load_public)
     return copy.copy(tenant) if tenant is not None else None
 
 

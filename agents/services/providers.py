@@ -12,8 +12,14 @@ from django.utils import timezone
 from agents.models import ConnectionStatus, ModelProvider, ProviderKind
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, provider_probe
+from nexent_site.tenancy import tenant_redis_scope
+from nexent_site.token_cache import TokenCache
 
 logger = logging.getLogger(__name__)
+
+# Each run's chat providers, per process, until any provider of the tenant changes (agents.signals): a run
+# started without a query for them.
+chat_configs_cache: TokenCache[dict[str, ProviderConfig]] = TokenCache("chat providers")
 
 
 def key_hint(api_key: str) -> str:
@@ -51,6 +57,34 @@ def provider_delete(*, provider: ModelProvider) -> None:
 
 def provider_config(provider: ModelProvider) -> ProviderConfig:
     return ProviderConfig.from_provider(provider)
+
+
+def providers_token_key() -> str:
+    """The Redis key of the current tenant's providers' token (see chat_provider_configs)."""
+    return f"nexent:{tenant_redis_scope()}:providers:token"
+
+
+def providers_changed(token_key: str | None = None) -> None:
+    """Every process forgets the cached providers of the current tenant (or of `token_key`'s)."""
+    chat_configs_cache.changed(token_key or providers_token_key())
+
+
+def chat_provider_configs(ids: set[int]) -> dict[str, ProviderConfig]:
+    """The chat providers `ids` of the current tenant, and its default chat provider as "default" (its id too).
+    Cached per process until a provider of the tenant changes; a copy for each caller."""
+
+    def load() -> dict[str, ProviderConfig]:
+        configs: dict[str, ProviderConfig] = {}
+        for provider in ModelProvider.objects.filter(Q(pk__in=ids) | Q(is_default=True), kind=ProviderKind.CHAT):
+            config = provider_config(provider)
+            if provider.pk in ids:
+                configs[str(provider.pk)] = config
+            if provider.is_default:
+                configs["default"] = config
+        return configs
+
+    token_key = providers_token_key()
+    return dict(chat_configs_cache.get(token_key, (token_key, frozenset(ids)), load))
 
 
 def provider_test(*, provider: ModelProvider) -> ModelProvider:

@@ -24,17 +24,16 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import Agent, AgentRun, McpServer, ModelProvider, ProviderKind, RunStatus, RunStep
+from agents.models import Agent, AgentRun, McpServer, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
-from agents.services.providers import provider_config
+from agents.services.providers import chat_provider_configs
 from agents.services.usage import usage_quota_check, usage_record
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
@@ -119,7 +118,7 @@ def run_start(
             raise ApplicationError(
                 f"Agent “{agent.slug}” has no published version yet.", code="not_published", status=409
             )
-        spec = version.spec
+        spec = {**version.spec, "version": version.number}  # run_started names it without loading the version
     if overrides:
         chosen = {k: v for k, v in overrides.items() if k in RUN_OVERRIDES and v is not None}
         if chosen.get("max_tokens") and spec.get("max_tokens"):  # the agent's limit is a ceiling
@@ -179,7 +178,7 @@ def _publish_finished(run: AgentRun, status: str, error: str) -> None:
 
 
 def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
-    """The chat providers the spec names, and the tenant's default one as "default" (one query)."""
+    """The chat providers the spec names, and the tenant's default one as "default" (cached per process)."""
     ids: set[int] = set()
 
     def walk(node: dict) -> None:
@@ -189,14 +188,7 @@ def _providers_for(spec: dict) -> dict[str, ProviderConfig]:
             walk(child)
 
     walk(spec)
-    configs: dict[str, ProviderConfig] = {}
-    for provider in ModelProvider.objects.filter(Q(pk__in=ids) | Q(is_default=True), kind=ProviderKind.CHAT):
-        config = provider_config(provider)
-        if provider.pk in ids:
-            configs[str(provider.pk)] = config
-        if provider.is_default:
-            configs["default"] = config
-    return configs
+    return chat_provider_configs(ids)
 
 
 def _used_provider_keys(spec: dict) -> set[str]:
@@ -351,7 +343,7 @@ def run_execute(
             EventType.RUN_STARTED,
             {
                 "agent": run.spec.get("slug") or run.agent.slug,  # the spec's: no query when the agent is not loaded
-                "version": run.version.number if run.version_id else None,
+                "version": run.spec.get("version") or (run.version.number if run.version_id else None),
                 "mode": run.spec["mode"],
                 "trigger": run.trigger,
             },

@@ -108,11 +108,16 @@ def usage_quota_check(*, api_key: Any = None) -> None:
     """Refuse a new run when this month's budget (the organisation's, or the key's own) is used up."""
     tenant = getattr(connection, "tenant", None)
     budget = getattr(tenant, "monthly_token_budget", 0) or 0
-    retry_after = max(1, int((_next_month_start() - timezone.now()).total_seconds()))
     if budget and usage_month_tokens() >= budget:
         raise QuotaExceeded(
-            f"This organisation has used its {budget:,} tokens for this month.", retry_after=retry_after
+            f"This organisation has used its {budget:,} tokens for this month.", retry_after=_seconds_to_next_month()
         )
     limit = getattr(api_key, "monthly_token_limit", 0) or 0
     if limit and usage_month_tokens(api_key_id=api_key.pk) >= limit:
-        raise QuotaExceeded(f"This API key has used its {limit:,} tokens for this month.", retry_after=retry_after)
+        raise QuotaExceeded(
+            f"This API key has used its {limit:,} tokens for this month.", retry_after=_seconds_to_next_month()
+        )
+
+
+def _seconds_to_next_month() -> int:
+    return max(1, int((_next_month_start() - timezone.now()).total_seconds()))
