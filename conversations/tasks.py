@@ -52,6 +52,8 @@ def chat_turn_execute(self: Any, message_id: int, attachments: bool = True, titl
         raise self.retry(args=[message_id, False, titled], countdown=busy.retry_in_s(self.request.retries)) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
+    if message.is_active:  # delivered again while another worker is still on the run: that one announces it
+        return message.status
     message_announce(message=message, titled=titled)
     return message.status
 

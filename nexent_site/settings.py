@@ -219,6 +219,13 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_BROKER_TRANSPORT = (
     "nexent_site.broker:Transport" if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else None
 )
+# A task whose worker died (acks late) is delivered again after this long on Redis (kombu's default: an hour,
+# by which time the watchdogs have failed its run). Longer tasks are delivered again while still running: runs are
+# kept from running twice by their liveness keys (agents.runtime.liveness), ingestion by its document lock.
+CELERY_VISIBILITY_TIMEOUT_S = env.int("CELERY_VISIBILITY_TIMEOUT_S", default=180)
+if CELERY_BROKER_TRANSPORT:
+    # looked for every 10 s (kombu's default: a tenth of its checks, so every 100 s)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S, "unacked_restore_throttle": 1}
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_ACKS_LATE = True
@@ -373,6 +380,8 @@ TENANT_MAX_CONCURRENT_RUNS = env.int("TENANT_MAX_CONCURRENT_RUNS", default=0)
 MESSAGE_WATCHDOG_GRACE_S = env.int("MESSAGE_WATCHDOG_GRACE_S", default=30)
 # How long a run's event stream stays in Redis for reconnecting clients.
 RUN_EVENTS_TTL_S = env.int("RUN_EVENTS_TTL_S", default=3600)
+# how soon a run whose worker died reads as dead (agents.runtime.liveness); well under CELERY_VISIBILITY_TIMEOUT_S
+RUN_ALIVE_TTL_S = env.float("RUN_ALIVE_TTL_S", default=30)
 # An answer's text goes out as it comes, but tokens arriving faster than this are gathered into one
 # `text_delta` event (0: one event per token). See agents.runtime.engine.TextDeltas.
 RUN_TEXT_DELTA_INTERVAL_MS = env.int("RUN_TEXT_DELTA_INTERVAL_MS", default=60)

@@ -80,6 +80,11 @@ class RunEventPublisher:
         if self.watch_key:
             self.watched_key_exists = bool(replies[-1])
 
+    def last_seq(self) -> int:
+        """The seq of the last event in the run's stream (0: none, or expired)."""
+        entries = self.redis.xrevrange(self.stream_key, count=1)
+        return int(entries[0][0].split(b"-")[0]) if entries else 0
+
     def close(self) -> None:
         self.redis.close()
 

@@ -1,7 +1,8 @@
 """Agent runs: start (enqueue), execute (in a Celery worker), cancel, and the watchdog.
 
 What callers may rely on:
-- a run is executed at most once; a run whose worker died is marked failed, never left "running";
+- a run is executed at most once; a run whose worker died is marked failed, never left "running" (at its task's
+  next delivery, see agents.runtime.liveness, or by the watchdog);
 - every run ends with a `run_finished` event, after which the stored AgentRun is the source of truth;
 - `seq` increases by one per event, and the events are in the run's Redis stream for reconnects; the
   stored steps (RunStep, every event but text deltas) are written in batches, at most STEP_FLUSH_S behind
@@ -30,6 +31,7 @@ from agents.models import Agent, AgentRun, McpServer, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
+from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
@@ -168,7 +170,8 @@ def _publish_finished(run: AgentRun, status: str, error: str) -> None:
     publisher = RunEventPublisher(connection.schema_name, str(run.id))
     try:
         run.refresh_from_db(fields=["last_seq"])
-        seq = run.last_seq + 1
+        # a run whose worker died has published more than its row says (written when a run ends)
+        seq = max(run.last_seq, publisher.last_seq()) + 1
         AgentRun.objects.filter(pk=run.pk).update(last_seq=seq)
         data = {"status": str(status), "error": error, "duration_ms": run.duration_ms}
         publisher.publish(make_event(EventType.RUN_FINISHED, run_id=str(run.id), seq=seq, data=data))
@@ -326,14 +329,16 @@ def run_execute(
     if not claimed:
         _release(slots)
         run.refresh_from_db()
-        if run.status == RunStatus.RUNNING:
+        if run.status == RunStatus.RUNNING and not run_is_alive(connection.schema_name, str(run.id)):
             # Redelivered after the worker executing it died: agent runs are not replayed (tools may have
-            # side effects), the run is closed with the reason instead.
+            # side effects), the run is closed with the reason instead. (Redelivered while its worker is still on
+            # it, after the broker's visibility timeout: left to that worker.)
             _finish(run, RunStatus.FAILED, "the worker running this run stopped unexpectedly; start it again")
             _publish_finished(run, RunStatus.FAILED, run.error)
         return run
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
+    run_alive_start(connection.schema_name, str(run.id))
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
@@ -400,6 +405,7 @@ def run_execute(
                 on_finish(run)
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
+        run_alive_stop(recorder.schema, str(run.id))
     return run
 
 

@@ -80,7 +80,9 @@ def test_a_worker_uses_a_rotated_key_at_its_next_run(
     fake_llm.api_key = "sk-rotated-0987654321zyxw"
     committed.run(
         tenant_a,
-        lambda: provider_save(provider=ModelProvider.objects.get(name="Fake chat"), api_key="sk-rotated-0987654321zyxw"),
+        lambda: provider_save(
+            provider=ModelProvider.objects.get(name="Fake chat"), api_key="sk-rotated-0987654321zyxw"
+        ),
     )
     assert run_once()["status"] == "succeeded"  # with the old key it would fail: 401 from the provider
 

@@ -543,3 +543,118 @@ def test_a_final_answer_alone_waits_for_the_runs_end_to_be_written(
     assert before_end == []
     assert stored_steps == ["run_started", "step_started", "final_answer", "usage"]
     assert inserts == 1
+
+
+def test_a_run_delivered_again_is_left_to_its_live_worker_and_closed_when_that_worker_is_gone(
+    committed: Committed, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """The broker delivers a task again after its visibility timeout: whether its worker died, or is still on a
+    long run. The run's liveness key tells which."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import Agent
+    from agents.runtime.liveness import run_alive_key
+    from agents.services.runs import run_execute
+    from nexent_site.redis_pool import redis_client
+
+    published_agent(slug="long", mode="chat")
+
+    def running() -> AgentRun:
+        agent = Agent.objects.get(slug="long")
+        return AgentRun.objects.create(
+            agent=agent,
+            version=agent.published_version,
+            spec=agent.published_version.spec,
+            trigger="api",
+            status=RunStatus.RUNNING,
+            started_at=timezone.now(),
+            deadline_at=timezone.now() + timedelta(minutes=5),
+            input=[],
+        )
+
+    run = committed.run(tenant_a, running)
+    # the same run id alive in tenant B says nothing about tenant A's run
+    redis_client().set(run_alive_key(tenant_b.schema_name, str(run.id)), "1", ex=30)
+    redis_client().set(run_alive_key(tenant_a.schema_name, str(run.id)), "1", ex=30)
+    committed.run(tenant_a, lambda: run_execute(run_id=str(run.id)))
+    assert stored(committed, tenant_a, run).status == RunStatus.RUNNING
+    assert run_events_since(tenant_a.schema_name, str(run.id)) == []
+
+    redis_client().delete(run_alive_key(tenant_a.schema_name, str(run.id)))  # its worker stopped refreshing it
+    committed.run(tenant_a, lambda: run_execute(run_id=str(run.id)))
+    done = stored(committed, tenant_a, run)
+    assert done.status == RunStatus.FAILED and "stopped unexpectedly" in done.error
+    events = run_events_since(tenant_a.schema_name, str(run.id))
+    # the closing event follows what the dead worker had published (its row never said how far it got)
+    assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "failed"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    redis_client().delete(run_alive_key(tenant_b.schema_name, str(run.id)))
+
+
+def test_a_run_is_marked_alive_while_its_worker_executes_it(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    from agents.runtime.liveness import run_alive_key
+    from nexent_site.redis_pool import redis_client
+
+    published_agent(mode="chat")
+    fake_llm.script(Reply(content="a slow answer in many words " * 4, token_gap_s=0.1))
+    run = start(committed, tenant_a, "helper")
+    key = run_alive_key(tenant_a.schema_name, str(run.id))
+    deadline = time.monotonic() + 10
+    while not redis_client().exists(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis_client().exists(key), "no liveness key while the run streams"
+    assert 0 < redis_client().ttl(key) <= 30
+
+    events = follow(tenant_a, run)
+    assert events[-1]["data"]["status"] == "succeeded"
+    assert not redis_client().exists(key)
+
+
+def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """SIGKILL the worker in the middle of a run: its unacknowledged task comes back after the broker's visibility
+    timeout (3 s here, CELERY_VISIBILITY_TIMEOUT_S), the run's liveness key has expired with its worker (2 s here),
+    and the next worker closes the run as failed, minutes before the watchdog's deadline would."""
+    import os
+    import signal
+
+    from conftest import worker_process
+    from nexent_site.celery import app
+    from nexent_site.redis_pool import redis_client
+
+    published_agent(mode="chat")
+    fake_llm.script(Reply(content="a long slow answer " * 50, token_gap_s=0.1))
+    queue = f"nexent-kill-{uuid.uuid4().hex[:6]}"
+    worker_env = {"CELERY_VISIBILITY_TIMEOUT_S": "3", "RUN_ALIVE_TTL_S": "2"}
+    default_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        with worker_process(queue, background=False, **worker_env) as first:
+            run = start(committed, tenant_a, "helper")
+            deadline = time.monotonic() + 30
+            while not any(e["type"] == "text_delta" for e in run_events_since(tenant_a.schema_name, str(run.id))):
+                assert time.monotonic() < deadline, "the first worker never started the run"
+                time.sleep(0.05)
+            os.killpg(first["process"].pid, signal.SIGKILL)
+            first["process"].wait()
+        assert stored(committed, tenant_a, run).status == RunStatus.RUNNING
+        with worker_process(queue, background=False, **worker_env) as second:
+            deadline = time.monotonic() + 40
+            while (done := stored(committed, tenant_a, run)).status == RunStatus.RUNNING:
+                assert time.monotonic() < deadline, second["log"].read_text()[-3000:]
+                time.sleep(0.2)
+    finally:
+        app.conf.task_default_queue = default_queue
+        client = redis_client()
+        for key in [*client.scan_iter(f"{queue}*")]:
+            client.delete(key)
+    assert done.status == RunStatus.FAILED and "stopped unexpectedly" in done.error
+    events = run_events_since(tenant_a.schema_name, str(run.id))
+    # the closing event follows what the dead worker had published (its row never said how far it got)
+    assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "failed"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
