@@ -68,6 +68,10 @@ class _Liveness:
                 for key in keys:
                     pipe.set(key, "1", px=int(ALIVE_TTL_S * 1000))
                 pipe.execute()
+                with self._lock:  # runs that ended meanwhile: their `stop` may have come before this refresh
+                    ended = [key for key in keys if key not in self._keys]
+                if ended:
+                    redis_client().delete(*ended)
             except RedisError:  # tried again at the next round, well within the keys' lifetime
                 logger.warning("could not refresh the liveness of %d runs", len(keys))
 

@@ -403,9 +403,9 @@ def run_execute(
             run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
             if on_finish is not None:
                 on_finish(run)
+        run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
         recorder.close()
-        run_alive_stop(recorder.schema, str(run.id))
     return run
 
 

@@ -41,6 +41,22 @@ def stored(committed: Committed, tenant: Tenant, run: AgentRun) -> AgentRun:
     return committed.run(tenant, lambda: AgentRun.objects.get(pk=run.pk))
 
 
+def running_run(slug: str, **fields: Any) -> AgentRun:
+    """A run of the published agent `slug` that a worker took ("running"), as a worker that died leaves it."""
+    from agents.models import Agent
+
+    agent = Agent.objects.get(slug=slug)
+    return AgentRun.objects.create(
+        agent=agent,
+        version=agent.published_version,
+        spec=agent.published_version.spec,
+        trigger="api",
+        status=RunStatus.RUNNING,
+        input=[],
+        **fields,
+    )
+
+
 def test_tools_run_end_to_end_with_events_in_order(
     committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
 ) -> None:
@@ -397,24 +413,11 @@ def test_the_watchdog_closes_runs_whose_worker_died(
 
     from django.utils import timezone
 
-    from agents.models import Agent
     from agents.services.runs import runs_watchdog
 
     published_agent(slug="orphan", mode="chat")
 
-    def orphan() -> AgentRun:
-        agent = Agent.objects.get(slug="orphan")
-        return AgentRun.objects.create(
-            agent=agent,
-            version=agent.published_version,
-            spec=agent.published_version.spec,
-            trigger="api",
-            status=RunStatus.RUNNING,
-            deadline_at=timezone.now() - timedelta(hours=1),
-            input=[],
-        )
-
-    run = committed.run(tenant_a, orphan)
+    run = committed.run(tenant_a, lambda: running_run("orphan", deadline_at=timezone.now() - timedelta(hours=1)))
     assert committed.run(tenant_a, runs_watchdog) == 1
 
     done = stored(committed, tenant_a, run)
@@ -554,27 +557,13 @@ def test_a_run_delivered_again_is_left_to_its_live_worker_and_closed_when_that_w
 
     from django.utils import timezone
 
-    from agents.models import Agent
     from agents.runtime.liveness import run_alive_key
     from agents.services.runs import run_execute
     from nexent_site.redis_pool import redis_client
 
     published_agent(slug="long", mode="chat")
 
-    def running() -> AgentRun:
-        agent = Agent.objects.get(slug="long")
-        return AgentRun.objects.create(
-            agent=agent,
-            version=agent.published_version,
-            spec=agent.published_version.spec,
-            trigger="api",
-            status=RunStatus.RUNNING,
-            started_at=timezone.now(),
-            deadline_at=timezone.now() + timedelta(minutes=5),
-            input=[],
-        )
-
-    run = committed.run(tenant_a, running)
+    run = committed.run(tenant_a, lambda: running_run("long", deadline_at=timezone.now() + timedelta(minutes=5)))
     # the same run id alive in tenant B says nothing about tenant A's run
     redis_client().set(run_alive_key(tenant_b.schema_name, str(run.id)), "1", ex=30)
     redis_client().set(run_alive_key(tenant_a.schema_name, str(run.id)), "1", ex=30)
