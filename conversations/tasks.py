@@ -2,7 +2,7 @@ from typing import Any
 
 from celery import shared_task
 
-from agents.services.runs import RunMustWait, run_execute
+from agents.services.runs import RunMustWait, run_execute, run_wait_for_slot
 from conversations.models import Message
 from conversations.services import (
     conversation_notify,
@@ -19,13 +19,15 @@ from tenants.sweep import tenants_sweep
 @shared_task(
     name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True, bind=True, max_retries=None
 )
-def chat_turn_execute(self: Any, message_id: int, attachments: bool = True, titled: bool | None = None) -> str | None:
+def chat_turn_execute(
+    self: Any, message_id: int, attachments: bool = True, titled: bool | None = None, woken_since: float | None = None
+) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
     message came without files, so there is nothing to read first. `titled`: whether the conversation had a
     title when the turn began (None: read it). While the tenant has its most runs executing or a provider the
-    agent uses is at its concurrency limit, the turn stays pending and is tried again a moment later
-    (agents.tasks)."""
+    agent uses is at its concurrency limit, the turn stays pending and waits in line (agents.tasks:
+    `woken_since`)."""
     # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); only the run (not its agent,
     # version or conversation: a third more): the run's spec has what the run needs of them
     try:
@@ -47,9 +49,14 @@ def chat_turn_execute(self: Any, message_id: int, attachments: bool = True, titl
             # the message written in the transaction that stores the run's end: a page that sees `run_finished`
             # finds it final
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
+            waited=bool(self.request.retries or woken_since),
         )
     except RunMustWait as busy:  # its files are read by now
-        raise self.retry(args=[message_id, False, titled], countdown=busy.retry_in_s(self.request.retries)) from None
+        args = [message_id, False, titled]
+        run_wait_for_slot(busy, run_id=str(message.run_id), task=self.name, args=args, since=woken_since)
+        if woken_since is not None:  # an extra try: the turn's own tries go on
+            return None
+        raise self.retry(args=args, countdown=busy.retry_in_s(self.request.retries)) from None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
     if message.is_active:  # delivered again while another worker is still on the run: that one announces it

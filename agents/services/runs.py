@@ -33,6 +33,7 @@ from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
 from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
+from agents.runtime.waiters import run_waiting_add, run_waiting_next, run_waiting_remove
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
 from agents.services.providers import chat_provider_configs
@@ -61,7 +62,12 @@ class RunMustWait(Exception):
     every slot taken (its `max_concurrency`). Nothing was claimed or published: the run stays queued and its
     task is to be tried again later (`retry_in_s`), without holding a worker thread meanwhile. A run that waited in
     its thread instead let one tenant whose provider is saturated fill every worker thread with runs waiting
-    for it, and every other tenant's turns then waited in the queue behind them."""
+    for it, and every other tenant's turns then waited in the queue behind them. `slots_key`: the slots it
+    waits for (see run_wait_for_slot)."""
+
+    def __init__(self, message: str, slots_key: str) -> None:
+        super().__init__(message)
+        self.slots_key = slots_key
 
     def retry_in_s(self, retries: int) -> float:
         """When to try again after `retries` tries: RUN_SLOT_RETRY_S, doubled three times at most, ± half so that
@@ -160,6 +166,7 @@ def run_cancel(*, run: AgentRun) -> AgentRun:
     if AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.CANCELLED, error="cancelled before it started", finished_at=timezone.now()
     ):
+        run_waiting_remove(connection.schema_name, str(run.id))  # not woken in the place of a run still waiting
         _publish_finished(run, RunStatus.CANCELLED, "cancelled before it started")
     run.refresh_from_db()
     return run
@@ -292,6 +299,7 @@ def run_execute(
     run: AgentRun | None = None,
     on_first_output: Callable[[], None] | None = None,
     on_finish: Callable[[AgentRun], None] | None = None,
+    waited: bool = False,
 ) -> AgentRun | None:
     """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
     given already loaded (with its agent and version); it is claimed the same way. `on_first_output` is called
@@ -301,7 +309,8 @@ def run_execute(
     is. Not called when this call did not execute the run.
 
     Raises RunMustWait, before anything is claimed or published, when the tenant has its most runs executing or
-    a provider the run uses has no free slot: the caller's task is to be tried again later (see agents.tasks)."""
+    a provider the run uses has no free slot: the caller's task is to be tried again later (see agents.tasks).
+    `waited`: this is such a later try (then the run leaves the line of runs waiting for a slot, once started)."""
     if run is None:
         run = AgentRun.objects.select_related("agent", "version").filter(pk=run_id).first()
     if run is None:
@@ -339,6 +348,8 @@ def run_execute(
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
     run_alive_start(connection.schema_name, str(run.id))
+    if waited:
+        run_waiting_remove(connection.schema_name, str(run.id))
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
@@ -378,6 +389,7 @@ def run_execute(
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
         _release(slots)
+        _wake_waiters(slots)
         recorder.stopping = True
         result = engine.result if engine else None
         if result:
@@ -433,7 +445,7 @@ def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list
         slot = ProviderSlot(redis_client(), slots_key, limit, holder=str(run.id), ttl_s=run.spec["run_timeout_s"] + 60)
         if not slot.try_acquire():
             _release(slots)
-            raise RunMustWait(f"{what}: all {limit} in use")
+            raise RunMustWait(f"{what}: all {limit} in use", slots_key)
         slots.append(slot)
     return slots
 
@@ -441,6 +453,25 @@ def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list
 def _release(slots: list[ProviderSlot]) -> None:
     for slot in slots:
         slot.release()
+
+
+def run_wait_for_slot(busy: RunMustWait, *, run_id: str, task: str, args: list, since: float | None = None) -> None:
+    """The run's task was refused a slot: it waits in line for one (its place kept since `since`, its first wait),
+    to be sent again as soon as a run holding one ends (its own later try stays the fallback)."""
+    run_waiting_add(connection.schema_name, busy.slots_key, run_id, task=task, args=args, since=since)
+
+
+def _wake_waiters(slots: list[ProviderSlot]) -> None:
+    """The run that held `slots` ended: the oldest run waiting for each of them is tried again now."""
+    from celery import current_app
+
+    for slot in slots:
+        try:
+            waiter = run_waiting_next(connection.schema_name, slot.key)
+            if waiter is not None:
+                current_app.send_task(waiter["task"], args=waiter["args"], kwargs={"woken_since": waiter["since"]})
+        except Exception:  # the waiter's own next try still comes
+            logger.warning("could not wake the run waiting for %s", slot.key, exc_info=True)
 
 
 def _finish(run: AgentRun, status: str, error: str) -> None:

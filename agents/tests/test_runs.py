@@ -647,3 +647,57 @@ def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
     # the closing event follows what the dead worker had published (its row never said how far it got)
     assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "failed"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_waiting_run_starts_as_soon_as_the_run_holding_its_slot_ends(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """A provider serves one run at a time; the second run waits in line. Its task's own next try is set far off
+    here (RUN_SLOT_RETRY_S=30: 15 s at the earliest), so a start within a few seconds of the first run's end is the
+    first run waking it."""
+    from conftest import worker_process
+    from nexent_site.celery import app
+    from nexent_site.redis_pool import redis_client
+
+    published_agent(slug="one-lane", mode="chat", provider={"max_concurrency": 1})
+    fake_llm.script(*[Reply(content=" ".join(["tok"] * 10), token_gap_s=0.1) for _ in range(3)])
+    queue = f"nexent-wake-{uuid.uuid4().hex[:6]}"
+    default_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        with worker_process(queue, background=False, RUN_SLOT_RETRY_S="30"):
+            first = start(committed, tenant_a, "one-lane")
+            second = start(committed, tenant_a, "one-lane")
+            cancelled = start(committed, tenant_a, "one-lane")
+            time.sleep(0.5)  # the second and the third wait in line
+            committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=cancelled.pk)))
+            a, b = follow(tenant_a, first), follow(tenant_a, second, timeout=14)
+    finally:
+        app.conf.task_default_queue = default_queue
+        client = redis_client()
+        for key in [*client.scan_iter(f"{queue}*")]:
+            client.delete(key)
+
+    assert a[-1]["data"]["status"] == b[-1]["data"]["status"] == "succeeded"
+    first_ended = a[-1]["ts"]
+    second_started = next(e["ts"] for e in b if e["type"] == "run_started")
+    assert first_ended - 1 <= second_started < first_ended + 5
+    # nobody is left in line: the started run left it, the cancelled one was taken out of it
+    assert not [*redis_client().scan_iter(f"nexent:{tenant_a.schema_name}:*waiting*")]
+    assert not [*redis_client().scan_iter(f"nexent:{tenant_a.schema_name}:*:waiters")]
+
+
+def test_runs_wait_in_line_per_tenant() -> None:
+    """Tenant A's and tenant B's runs may have the same provider id (each schema counts from 1): a run ending in B
+    wakes B's waiter, never A's."""
+    from agents.runtime.limits import provider_slots_key
+    from agents.runtime.waiters import run_waiting_add, run_waiting_next
+
+    run_id = str(uuid.uuid4())
+    a_key, b_key = provider_slots_key("alpha", "1"), provider_slots_key("beta", "1")
+    run_waiting_add("alpha", a_key, run_id, task="agents.tasks.agent_run_execute", args=["a-run"])
+    run_waiting_add("beta", b_key, run_id, task="agents.tasks.agent_run_execute", args=["b-run"])
+
+    assert run_waiting_next("beta", b_key)["args"] == ["b-run"]
+    assert run_waiting_next("beta", b_key) is None
+    assert run_waiting_next("alpha", a_key)["args"] == ["a-run"]
