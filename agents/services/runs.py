@@ -505,5 +505,7 @@ def runs_watchdog() -> int:
         if AgentRun.objects.filter(pk=run.pk, status=run.status).update(
             status=RunStatus.FAILED, error=reason, finished_at=timezone.now()
         ):
+            if run.status == RunStatus.QUEUED:
+                run_waiting_remove(connection.schema_name, str(run.id))
             _publish_finished(run, RunStatus.FAILED, reason)
     return len(stale)

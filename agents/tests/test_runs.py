@@ -425,6 +425,29 @@ def test_the_watchdog_closes_runs_whose_worker_died(
     assert run_events_since(tenant_a.schema_name, str(run.id))[-1]["data"]["status"] == "failed"
 
 
+def test_the_watchdog_takes_a_run_that_waited_too_long_out_of_the_line(
+    committed: Committed, published_agent: Any, tenant_a: Tenant
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.runtime.limits import provider_slots_key
+    from agents.runtime.waiters import run_waiting_add, run_waiting_next
+    from agents.services.runs import runs_watchdog
+
+    published_agent(slug="patient", mode="chat")
+    run = committed.run(tenant_a, lambda: running_run("patient", deadline_at=timezone.now() - timedelta(hours=1)))
+    committed.run(tenant_a, lambda: AgentRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED))
+    key = provider_slots_key(tenant_a.schema_name, "1")
+    run_waiting_add(tenant_a.schema_name, key, str(run.id), task="agents.tasks.agent_run_execute", args=[str(run.id)])
+
+    assert committed.run(tenant_a, runs_watchdog) == 1
+
+    assert "not started in time" in stored(committed, tenant_a, run).error
+    assert run_waiting_next(tenant_a.schema_name, key) is None
+
+
 def test_fast_tokens_are_gathered_into_fewer_text_deltas_and_slow_ones_are_not_held(
     committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
 ) -> None:
