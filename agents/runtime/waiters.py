@@ -47,7 +47,7 @@ def run_waiting_add(
     pipe = redis_client().pipeline(transaction=False)
     pipe.zadd(_waiters_key(slots_key), {run_id: since}, nx=True)
     pipe.expire(_waiters_key(slots_key), WAITING_TTL_S)
-    pipe.hset(_tasks_key(schema_name), run_id, payload)
+    pipe.hsetnx(_tasks_key(schema_name), run_id, payload)  # a later try keeps the first wait's time
     pipe.expire(_tasks_key(schema_name), WAITING_TTL_S)
     pipe.execute()
 
