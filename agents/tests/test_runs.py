@@ -627,7 +627,7 @@ def test_a_run_is_marked_alive_while_its_worker_executes_it(
 
 
 def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
-    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, own_queue: str
 ) -> None:
     """SIGKILL the worker in the middle of a run: its unacknowledged task comes back after the broker's visibility
     timeout (3 s here, CELERY_VISIBILITY_TIMEOUT_S), the run's liveness key has expired with its worker (2 s here),
@@ -636,35 +636,24 @@ def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
     import signal
 
     from conftest import worker_process
-    from nexent_site.celery import app
-    from nexent_site.redis_pool import redis_client
 
     published_agent(mode="chat")
     fake_llm.script(Reply(content="a long slow answer " * 50, token_gap_s=0.1))
-    queue = f"nexent-kill-{uuid.uuid4().hex[:6]}"
     worker_env = {"CELERY_VISIBILITY_TIMEOUT_S": "3", "RUN_ALIVE_TTL_S": "2"}
-    default_queue = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        with worker_process(queue, background=False, **worker_env) as first:
-            run = start(committed, tenant_a, "helper")
-            deadline = time.monotonic() + 30
-            while not any(e["type"] == "text_delta" for e in run_events_since(tenant_a.schema_name, str(run.id))):
-                assert time.monotonic() < deadline, "the first worker never started the run"
-                time.sleep(0.05)
-            os.killpg(first["process"].pid, signal.SIGKILL)
-            first["process"].wait()
-        assert stored(committed, tenant_a, run).status == RunStatus.RUNNING
-        with worker_process(queue, background=False, **worker_env) as second:
-            deadline = time.monotonic() + 40
-            while (done := stored(committed, tenant_a, run)).status == RunStatus.RUNNING:
-                assert time.monotonic() < deadline, second["log"].read_text()[-3000:]
-                time.sleep(0.2)
-    finally:
-        app.conf.task_default_queue = default_queue
-        client = redis_client()
-        for key in [*client.scan_iter(f"{queue}*")]:
-            client.delete(key)
+    with worker_process(own_queue, background=False, **worker_env) as first:
+        run = start(committed, tenant_a, "helper")
+        deadline = time.monotonic() + 30
+        while not any(e["type"] == "text_delta" for e in run_events_since(tenant_a.schema_name, str(run.id))):
+            assert time.monotonic() < deadline, "the first worker never started the run"
+            time.sleep(0.05)
+        os.killpg(first["process"].pid, signal.SIGKILL)
+        first["process"].wait()
+    assert stored(committed, tenant_a, run).status == RunStatus.RUNNING
+    with worker_process(own_queue, background=False, **worker_env) as second:
+        deadline = time.monotonic() + 40
+        while (done := stored(committed, tenant_a, run)).status == RunStatus.RUNNING:
+            assert time.monotonic() < deadline, second["log"].read_text()[-3000:]
+            time.sleep(0.2)
     assert done.status == RunStatus.FAILED and "stopped unexpectedly" in done.error
     events = run_events_since(tenant_a.schema_name, str(run.id))
     # the closing event follows what the dead worker had published (its row never said how far it got)
@@ -673,33 +662,23 @@ def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
 
 
 def test_a_waiting_run_starts_as_soon_as_the_run_holding_its_slot_ends(
-    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, own_queue: str
 ) -> None:
     """A provider serves one run at a time; the second run waits in line. Its task's own next try is set far off
     here (RUN_SLOT_RETRY_S=30: 15 s at the earliest), so a start within a few seconds of the first run's end is the
     first run waking it."""
     from conftest import worker_process
-    from nexent_site.celery import app
     from nexent_site.redis_pool import redis_client
 
     published_agent(slug="one-lane", mode="chat", provider={"max_concurrency": 1})
     fake_llm.script(*[Reply(content=" ".join(["tok"] * 10), token_gap_s=0.1) for _ in range(3)])
-    queue = f"nexent-wake-{uuid.uuid4().hex[:6]}"
-    default_queue = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        with worker_process(queue, background=False, RUN_SLOT_RETRY_S="30"):
-            first = start(committed, tenant_a, "one-lane")
-            second = start(committed, tenant_a, "one-lane")
-            cancelled = start(committed, tenant_a, "one-lane")
-            time.sleep(0.5)  # the second and the third wait in line
-            committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=cancelled.pk)))
-            a, b = follow(tenant_a, first), follow(tenant_a, second, timeout=14)
-    finally:
-        app.conf.task_default_queue = default_queue
-        client = redis_client()
-        for key in [*client.scan_iter(f"{queue}*")]:
-            client.delete(key)
+    with worker_process(own_queue, background=False, RUN_SLOT_RETRY_S="30"):
+        first = start(committed, tenant_a, "one-lane")
+        second = start(committed, tenant_a, "one-lane")
+        cancelled = start(committed, tenant_a, "one-lane")
+        time.sleep(0.5)  # the second and the third wait in line
+        committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=cancelled.pk)))
+        a, b = follow(tenant_a, first), follow(tenant_a, second, timeout=14)
 
     assert a[-1]["data"]["status"] == b[-1]["data"]["status"] == "succeeded"
     first_ended = a[-1]["ts"]
