@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -188,7 +189,7 @@ async def take_turn(ws, timeout: float) -> dict:
                 marks["token_published"] = frame["ts"] - sent_at
                 marks["token_received"] = time.time() - sent_at
             elif frame["type"] == "error":
-                raise RuntimeError(frame.get("code"))
+                raise RuntimeError(f"error frame {frame.get('code')}: {frame.get('message', '')[:80]}")
             if "seq" in frame:
                 events.append(frame)
             if frame["type"] == "message_done":
@@ -196,7 +197,7 @@ async def take_turn(ws, timeout: float) -> dict:
         else:
             raise TimeoutError
     except Exception as exc:  # one failed turn does not stop the others
-        return {"run_id": run_id, "ttft": None, "events": events, "marks": marks, "error": type(exc).__name__}
+        return {"run_id": run_id, "ttft": None, "events": events, "marks": marks, "error": f"{type(exc).__name__} {exc}".strip()}
     return {
         "run_id": run_id,
         "ttft": first_token,
@@ -261,7 +262,8 @@ def summarise(name: str, results: list, baseline: list[float], wall: float, cpu:
     done = len(results) - len(failed)
     print(f"{name}: {done}/{len(results)} turns in {wall:.1f} s, {in_flight:.1f} chats streaming on average")
     if failed:
-        print(f"  turns that failed: {len(failed)} ({', '.join(sorted(set(failed)))})")
+        kinds = collections.Counter(failed).most_common(5)
+        print(f"  turns that failed: {len(failed)} ({'; '.join(f'{n}× {kind}' for kind, n in kinds)})")
     print(f"  model called directly in the same shape: first token after {direct * 1000:.1f} ms (median)")
     print(f"  time to first token added by the platform: p50 {figures['p50']} ms, p99 {figures['p99']} ms")
     for mark, label in (

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 from httpx_sse import EventSource
 
@@ -99,6 +99,15 @@ def describe_error(exc: BaseException, config: ProviderConfig) -> ProviderError:
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return ProviderError(f"cannot connect to {config.base_url}: {type(cause).__name__}", code="unreachable")
+    # a streamed answer is read outside the SDK's stream (chat_stream): a failure while reading it comes as the
+    # SDK's HTTP library's own (httpx2)
+    if isinstance(exc, httpx2.TimeoutException):
+        return ProviderError(f"timed out after {config.timeout_s:g}s waiting for {config.base_url}", code="timeout")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderError(
+            f"the connection to {config.base_url} broke before the answer was finished ({type(exc).__name__})",
+            code="unreachable",
+        )
     if isinstance(exc, openai.AuthenticationError):
         return ProviderError(f"authentication failed (401): {_status_text(exc)}", code="unauthorized")
     if isinstance(exc, openai.RateLimitError):
@@ -131,7 +140,7 @@ def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
     CPU against 8 ms this way (40 tokens, slow vCPUs). An error the provider reports mid-stream is raised as
     `openai.APIError`, as the SDK's own stream does. Close the iterator to drop the connection early."""
     body = {"model": config.model, **params, "stream": True}
-    response = client_for(config).post("/chat/completions", cast_to=httpx.Response, body=body, stream=True)
+    response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body, stream=True)
     try:
         for event in EventSource(response).iter_sse():
             if event.data.startswith("[DONE]"):
@@ -151,7 +160,7 @@ def chat_complete(config: ProviderConfig, **params: Any) -> dict:
     Sent like `chat_stream`, by the provider's OpenAI client (its URL, key, headers, timeout and exceptions),
     without the SDK's typed request walk and response objects: for small calls made often (titles)."""
     body = {"model": config.model, **params}
-    response = client_for(config).post("/chat/completions", cast_to=httpx.Response, body=body)
+    response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body)
     try:
         return response.json()
     except ValueError:

@@ -182,12 +182,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         gap = fake.token_gap_s if reply.token_gap_s is None else reply.token_gap_s
+        # Chunked, on a connection kept for the client's next request, as real providers stream (OpenAI, vLLM,
+        # llama.cpp's server): a client that pools connections opens one per concurrent stream, not one per
+        # request.
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.close_connection = True
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
             return {
@@ -233,21 +235,27 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for number, item in enumerate(chunks):
                 if reply.fail_after_chunks is not None and number >= reply.fail_after_chunks:
-                    return  # the connection closes mid-stream
+                    self.close_connection = True  # the connection closes mid-stream, the body unfinished
+                    return
                 if reply.error_after_chunks is not None and number >= reply.error_after_chunks:
                     error = {"error": {"message": reply.error_message, "type": "server_error", "code": None}}
-                    self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
-                    self.wfile.flush()
+                    self._write_chunk(f"data: {json.dumps(error)}\n\n".encode())
+                    self._write_chunk(b"")
                     return
-                self.wfile.write(f"data: {json.dumps(item)}\n\n".encode())
-                self.wfile.flush()
+                self._write_chunk(f"data: {json.dumps(item)}\n\n".encode())
                 is_text = bool(item.get("choices")) and "content" in item["choices"][0]["delta"]
                 if gap and is_text:
                     time.sleep(gap)
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            self._write_chunk(b"data: [DONE]\n\n")
+            self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
             return
+
+    def _write_chunk(self, data: bytes) -> None:
+        """One chunk of a chunked body (an empty one ends the body)."""
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
 
     # --- embeddings and rerank --------------------------------------------------------------------------
     def _embeddings(self, body: dict) -> None:
