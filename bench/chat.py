@@ -197,7 +197,8 @@ async def take_turn(ws, timeout: float) -> dict:
         else:
             raise TimeoutError
     except Exception as exc:  # one failed turn does not stop the others
-        return {"run_id": run_id, "ttft": None, "events": events, "marks": marks, "error": f"{type(exc).__name__} {exc}".strip()}
+        error = f"{type(exc).__name__} {exc}".strip()
+        return {"run_id": run_id, "ttft": None, "events": events, "marks": marks, "error": error}
     return {
         "run_id": run_id,
         "ttft": first_token,
@@ -263,7 +264,7 @@ def summarise(name: str, results: list, baseline: list[float], wall: float, cpu:
     print(f"{name}: {done}/{len(results)} turns in {wall:.1f} s, {in_flight:.1f} chats streaming on average")
     if failed:
         kinds = collections.Counter(failed).most_common(5)
-        print(f"  turns that failed: {len(failed)} ({'; '.join(f'{n}× {kind}' for kind, n in kinds)})")
+        print(f"  turns that failed: {len(failed)} ({'; '.join(f'{n} of {kind}' for kind, n in kinds)})")
     print(f"  model called directly in the same shape: first token after {direct * 1000:.1f} ms (median)")
     print(f"  time to first token added by the platform: p50 {figures['p50']} ms, p99 {figures['p99']} ms")
     for mark, label in (
