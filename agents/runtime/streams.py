@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import redis
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
@@ -48,37 +49,55 @@ def group_send_sync(group: str, message: dict) -> None:
     redis_client().publish(channel, payload)
 
 
+# One run event: appended to the run's stream (with the stream's expiry when due), sent to the run's group, and
+# whether the watched key (the run's cancel flag) exists, in one command. A pipeline of the same three or four
+# commands cost the worker about twice the CPU (redis-py packs each command and parses each reply in Python: a
+# third of a chat turn's CPU went to publishing its events). An event the stream refuses (its number already
+# taken) is not sent either.
+_PUBLISH = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2], 'event', ARGV[3])
+if ARGV[4] ~= '0' then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+if #KEYS > 1 then
+  return redis.call('EXISTS', KEYS[2])
+end
+return 0
+"""
+
+
 class RunEventPublisher:
     """Appends each event to the run's Redis stream and sends it to the run's group, in one round trip: the
     event is in the stream before any consumer receives it. With a `watch_key` (the run's cancel flag), the
     same round trip also tells whether that key exists (`watched_key_exists`)."""
 
     EXPIRY_REFRESH_S = 60  # the stream's expiry is set again at most this often, and with the last event
+    MAX_LEN = 50_000
 
     def __init__(self, schema_name: str, run_id: str, watch_key: str | None = None) -> None:
         self.stream_key = run_stream_key(schema_name, run_id)
         self.group = run_group_name(schema_name, run_id)
-        self.redis = redis_client()
+        # one connection of the process's pool for the publisher's life (a run's): taking one from the pool for
+        # every event cost a third of the publish (redis-py asks the socket whether it has unread data each time)
+        self.redis = redis.Redis(connection_pool=redis_client().connection_pool, single_connection_client=True)
         self.watch_key = watch_key
         self.watched_key_exists = False
         self._expiry_due = 0.0
+        self._keys = [self.stream_key, watch_key] if watch_key else [self.stream_key]
+        self._script = self.redis.register_script(_PUBLISH)
 
     def publish(self, event: dict) -> None:
         channel, payload = group_message(self.group, {"type": "run.event", "event": event})
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(
-            self.stream_key, {"event": json.dumps(event)}, id=f"{event['seq']}-1", maxlen=50_000, approximate=True
-        )
         now = time.monotonic()
+        expiry = 0
         if now >= self._expiry_due or event["type"] == TERMINAL_EVENT:
-            pipe.expire(self.stream_key, settings.RUN_EVENTS_TTL_S)
+            expiry = settings.RUN_EVENTS_TTL_S
             self._expiry_due = now + self.EXPIRY_REFRESH_S
-        pipe.publish(channel, payload)
+        args = [self.MAX_LEN, f"{event['seq']}-1", json.dumps(event), expiry, channel, payload]
+        exists = self._script(keys=self._keys, args=args)
         if self.watch_key:
-            pipe.exists(self.watch_key)
-        replies = pipe.execute()
-        if self.watch_key:
-            self.watched_key_exists = bool(replies[-1])
+            self.watched_key_exists = bool(exists)
 
     def last_seq(self) -> int:
         """The seq of the last event in the run's stream (0: none, or expired)."""
@@ -86,6 +105,7 @@ class RunEventPublisher:
         return int(entries[0][0].split(b"-")[0]) if entries else 0
 
     def close(self) -> None:
+        """Give the connection back to the pool."""
         self.redis.close()
 
 

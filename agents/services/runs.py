@@ -407,17 +407,23 @@ def run_execute(
             EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms}
         )
         run.last_seq = finished["seq"]
-        with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
-            recorder.flush()
-            _finish(run, status, error)
-            usage_record(run=run)
-            # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
-            run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
-            if on_finish is not None:
-                on_finish(run)
-        run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
-        recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
-        recorder.close()
+        try:
+            with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
+                recorder.flush()
+                _finish(run, status, error)
+                usage_record(run=run)
+                # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads
+                # them)
+                run._prefetched_objects_cache = {
+                    **getattr(run, "_prefetched_objects_cache", {}),
+                    "steps": recorder.written,
+                }
+                if on_finish is not None:
+                    on_finish(run)
+            run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
+            recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
+        finally:
+            recorder.close()
     return run
 
 

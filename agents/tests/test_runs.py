@@ -498,6 +498,40 @@ def test_each_publish_also_tells_whether_the_run_was_cancelled(tenant_a: Tenant,
         publisher.close()
 
 
+def test_an_event_the_stream_refuses_is_not_sent_to_the_runs_group(tenant_a: Tenant) -> None:
+    """Stream and group get the same events: one whose number the stream already holds (a second worker on the
+    same run) is refused by both, so no page sees an event a reconnect could not replay. The publisher holds one
+    pooled connection for the run and gives it back when closed."""
+    import redis as redis_lib
+
+    from agents.runtime.events import make_event
+    from agents.runtime.streams import RunEventPublisher, group_message, redis_client
+
+    run_id = str(uuid.uuid4())
+    publisher = RunEventPublisher(tenant_a.schema_name, run_id)
+    channel, _ = group_message(publisher.group, {})
+    listener = redis_client().pubsub()
+    listener.subscribe(channel)
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    pool = redis_client().connection_pool
+    try:
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=1, data={"step": 1}))
+        with pytest.raises(redis_lib.ResponseError):
+            publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=1, data={"step": "again"}))
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=2, data={"step": 2}))
+        received = []
+        while (message := listener.get_message(timeout=1)) is not None:
+            received.append(message)
+        assert len(received) == 2
+        assert [e["data"]["step"] for e in run_events_since(tenant_a.schema_name, run_id)] == [1, 2]
+    finally:
+        listener.close()
+    held = publisher.redis.connection
+    assert held in pool._in_use_connections
+    publisher.close()
+    assert held not in pool._in_use_connections
+
+
 def test_stored_steps_are_written_mid_run_once_one_is_worth_reading(
     committed: Committed, published_agent: Any, tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
