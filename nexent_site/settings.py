@@ -166,7 +166,8 @@ WEB_REQUEST_CONCURRENCY = env.int("WEB_REQUEST_CONCURRENCY", default=8)
 
 # --- Data stores --------------------------------------------------------------------------------
 DATABASES = {"default": env.db_url("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/nexent")}
-DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# django-tenants' backend, remembering the search_path a connection has (nexent_site/db_backend)
+DATABASES["default"]["ENGINE"] = "nexent_site.db_backend"
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=0))
 if env.bool("DATABASE_POOL", default=False):
     # The web process (Procfile): under ASGI every request runs in a thread of its own, so Django's
