@@ -184,10 +184,9 @@ def _start_turn(
     )
     assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run)
     Message.objects.bulk_create([user_message, assistant] if user_message is not None else [assistant])
-    changes = {"updated_at": timezone.now()}
-    if new_attachments:
-        changes["has_attachments"] = True
-    Conversation.objects.filter(pk=conversation.pk).update(**changes)
+    now = timezone.now()
+    if new_attachments:  # in the transaction: the next turn reads it to know there are files to read
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, has_attachments=True)
     from conversations.tasks import chat_turn_execute
 
     timeout = run.spec["run_timeout_s"]
@@ -197,6 +196,13 @@ def _start_turn(
             args=[assistant.pk, attachments, titled], soft_time_limit=timeout + 15, time_limit=timeout + 60
         )
     )
+    if not new_attachments:
+        # the conversation goes to the top of its user's list once the worker has been told: one round trip less
+        # before the turn starts (a failure here leaves the order, not the turn)
+        transaction.on_commit(
+            lambda: Conversation.objects.filter(pk=conversation.pk, updated_at__lt=now).update(updated_at=now),
+            robust=True,
+        )
     return assistant
 
 

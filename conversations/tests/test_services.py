@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from django_tenants.utils import tenant_context
@@ -271,3 +273,34 @@ def test_a_conversation_without_files_gives_the_agent_the_same_history_from_thre
         assert (busy, unread) == (False, False)
         Message.objects.create(conversation=conversation, role="assistant", status="streaming")
         assert _turn_history(conversation)[1] is True
+
+
+def test_a_conversation_goes_to_the_top_of_its_users_list_once_a_message_is_sent(
+    tenant_a: Tenant, own_queue: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The list is newest-activity first. The move is written after the turn's task is sent (off the path to the
+    first token), once the message is committed; a message refused (here: sent while an answer is being written)
+    moves nothing."""
+    from agents.services.agents import agent_publish
+    from conversations.selectors import conversations_for_user
+    from conversations.services import conversation_message_send, conversation_start
+    from nexent_site.errors import ApplicationError
+
+    with tenant_context(tenant_a):
+        user = User.objects.get(email=owner_email("alpha"))
+        agent = Agent.objects.create(name="Mover", slug="mover", mode="chat")
+        agent_publish(agent=agent)
+        older = conversation_start(user=user, agent=agent)
+        newer = conversation_start(user=user, agent=agent)
+        Conversation.objects.filter(pk=older.pk).update(updated_at=newer.updated_at - timedelta(minutes=5))
+        assert [c.pk for c in conversations_for_user(user=user)][:2] == [newer.pk, older.pk]
+
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            conversation_message_send(conversation=older, user=user, content="hello again")
+        assert len(callbacks) == 2  # the turn's task first, then the move
+        assert [c.pk for c in conversations_for_user(user=user)][:2] == [older.pk, newer.pk]
+
+        Conversation.objects.filter(pk=older.pk).update(updated_at=newer.updated_at - timedelta(minutes=5))
+        with pytest.raises(ApplicationError), django_capture_on_commit_callbacks(execute=True):
+            conversation_message_send(conversation=older, user=user, content="and again")  # busy
+        assert [c.pk for c in conversations_for_user(user=user)][:2] == [newer.pk, older.pk]
