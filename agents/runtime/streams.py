@@ -34,9 +34,9 @@ def group_message(group: str, message: dict) -> tuple[str, bytes]:
 
     channels-redis's pub/sub layer (CHANNEL_LAYERS) sends a group message as one PUBLISH of the serialized
     message on "<prefix>__group__<group>" (`RedisPubSubLoopLayer.group_send`). Sent from synchronous code with
-    our own Redis client, in a pipeline with the run stream's XADD, it costs one round trip and needs no event
-    loop: the worker used to hand every event to a loop thread and wait for it, a hand-off that queued on the
-    GIL behind the worker's other threads."""
+    our own Redis client, in the same script as the run stream's XADD (RunEventPublisher), it costs one round
+    trip and needs no event loop: the worker used to hand every event to a loop thread and wait for it, a
+    hand-off that queued on the GIL behind the worker's other threads."""
     layer = get_channel_layer()
     if not isinstance(layer, RedisPubSubChannelLayer):
         raise ImproperlyConfigured("CHANNEL_LAYERS must use channels_redis.pubsub.RedisPubSubChannelLayer")
