@@ -223,7 +223,8 @@ def message_regenerate(*, message: Message, user: User) -> Message:
 
 def message_stop(*, message: Message) -> Message:
     """Stop the answer being written. A running agent stops at its next event and its worker writes the
-    message; an answer whose run had not started is written stopped here and now."""
+    message; an answer whose run had not started, or whose worker died, is written stopped here and now (with what
+    it had streamed)."""
     if message.run_id and message.is_active:
         run = run_cancel(run=message.run)
         if run.is_finished:  # cancelled before a worker took it: no worker will write the message soon

@@ -32,7 +32,7 @@ from agents.runtime.engine import Engine, RunFailed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
 from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
-from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key
+from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key, run_events_since
 from agents.runtime.waiters import run_waiting_add, run_waiting_next, run_waiting_remove
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
@@ -157,7 +157,8 @@ def run_start(
 
 def run_cancel(*, run: AgentRun) -> AgentRun:
     """Ask the run to stop. A queued run is cancelled at once; a running one stops at its next event and
-    keeps its partial output."""
+    keeps its partial output; a running one whose worker died (see `_close_orphaned`) is closed at once, with the
+    answer it had streamed: no worker is left to see the request."""
     client = redis_client()
     try:
         client.set(run_cancel_key(connection.schema_name, str(run.id)), "1", ex=24 * 3600)
@@ -168,8 +169,49 @@ def run_cancel(*, run: AgentRun) -> AgentRun:
     ):
         run_waiting_remove(connection.schema_name, str(run.id))  # not woken in the place of a run still waiting
         _publish_finished(run, RunStatus.CANCELLED, "cancelled before it started")
+    else:
+        run.refresh_from_db()
+        _close_orphaned(run, RunStatus.CANCELLED, "stopped on request (the worker running it had stopped)")
     run.refresh_from_db()
     return run
+
+
+ORPHANED_ERROR = "the worker running this run stopped unexpectedly; start it again"
+
+
+def _close_orphaned(run: AgentRun, status: str, error: str) -> bool:
+    """Close `run` with `status` if it is running but its worker died: no liveness key (agents.runtime.liveness),
+    and started longer ago than the key lives (a run claimed a moment ago may not have its key yet). Its output
+    is what it had streamed: the final answer if it got that far, else the text of its last step. Only one
+    closer wins (a stop and the task's redelivery may meet here). Returns whether this call closed it."""
+    if run.status != RunStatus.RUNNING or run_is_alive(connection.schema_name, str(run.id)):
+        return False
+    if run.started_at and run.started_at > timezone.now() - timedelta(seconds=settings.RUN_ALIVE_TTL_S):
+        return False
+    output = _streamed_output(run_events_since(connection.schema_name, str(run.id)))
+    finished_at = timezone.now()
+    if not AgentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=status, error=error, output=output, finished_at=finished_at
+    ):
+        return False
+    run.status, run.error, run.output, run.finished_at = status, error, output, finished_at
+    _publish_finished(run, status, error)
+    return True
+
+
+def _streamed_output(events: list[dict]) -> str:
+    """The answer a run had given in `events` (its stream) when its worker died."""
+    text: list[str] = []
+    for event in events:
+        if event.get("agent"):  # a sub-agent's
+            continue
+        if event["type"] == EventType.FINAL_ANSWER:
+            return str(event["data"].get("text") or "")
+        if event["type"] == EventType.STEP_STARTED:
+            text = []
+        elif event["type"] == EventType.TEXT_DELTA:
+            text.append(str(event["data"].get("text") or ""))
+    return "".join(text)
 
 
 def _publish_finished(run: AgentRun, status: str, error: str) -> None:
@@ -338,12 +380,10 @@ def run_execute(
     if not claimed:
         _release(slots)
         run.refresh_from_db()
-        if run.status == RunStatus.RUNNING and not run_is_alive(connection.schema_name, str(run.id)):
-            # Redelivered after the worker executing it died: agent runs are not replayed (tools may have
-            # side effects), the run is closed with the reason instead. (Redelivered while its worker is still on
-            # it, after the broker's visibility timeout: left to that worker.)
-            _finish(run, RunStatus.FAILED, "the worker running this run stopped unexpectedly; start it again")
-            _publish_finished(run, RunStatus.FAILED, run.error)
+        # Redelivered after the worker executing it died: agent runs are not replayed (tools may have side
+        # effects), the run is closed with the reason instead. (Redelivered while its worker is still on it, after
+        # the broker's visibility timeout: left to that worker.)
+        _close_orphaned(run, RunStatus.FAILED, ORPHANED_ERROR)
         return run
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at

@@ -12,6 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import transaction
+from django.test import override_settings
 from django_tenants.utils import tenant_context
 
 from agents.models import AgentRun, RunStatus, RunStep
@@ -693,6 +694,91 @@ def test_a_run_whose_worker_was_killed_is_closed_at_its_next_delivery(
     # the closing event follows what the dead worker had published (its row never said how far it got)
     assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "failed"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_stopping_a_run_whose_worker_was_killed_closes_it_at_once_with_what_it_streamed(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """SIGKILL the worker in the middle of an answer, then stop the run: nothing is left to see the stop flag, and
+    the task's redelivery is minutes away (the broker's visibility timeout, left at its default here), so the stop
+    closes the run itself, once the run's liveness key has expired (2 s here), with the text it had streamed."""
+    import os
+    import signal
+
+    from conftest import worker_process
+
+    published_agent(mode="chat")
+    fake_llm.script(Reply(content="a long slow answer " * 50, token_gap_s=0.1))
+    with worker_process(own_queue, background=False, RUN_ALIVE_TTL_S="2") as first:
+        run = start(committed, tenant_a, "helper")
+        deadline = time.monotonic() + 30
+        while sum(e["type"] == "text_delta" for e in run_events_since(tenant_a.schema_name, str(run.id))) < 6:
+            assert time.monotonic() < deadline, "the worker never started the run"
+            time.sleep(0.05)
+        os.killpg(first["process"].pid, signal.SIGKILL)
+        first["process"].wait()
+    streamed = "".join(
+        e["data"]["text"] for e in run_events_since(tenant_a.schema_name, str(run.id)) if e["type"] == "text_delta"
+    )
+
+    with override_settings(RUN_ALIVE_TTL_S=2):
+        time.sleep(2.5)  # its key outlives the worker by at most its TTL
+        committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=run.pk)))
+
+    done = stored(committed, tenant_a, run)
+    assert done.status == RunStatus.CANCELLED and "worker running it had stopped" in done.error
+    assert done.output == streamed and done.output.startswith("a long slow answer")
+    events = run_events_since(tenant_a.schema_name, str(run.id))
+    assert events[-1]["type"] == "run_finished" and events[-1]["data"]["status"] == "cancelled"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_stop_closes_a_running_run_itself_only_when_its_worker_is_gone(
+    committed: Committed, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """A run with a live worker, or claimed too recently to have its liveness key yet, is left to its worker (which
+    sees the stop flag at its next event); a liveness key in another tenant says nothing about this tenant's run."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.runtime.events import make_event
+    from agents.runtime.liveness import run_alive_key
+    from agents.runtime.streams import RunEventPublisher
+    from nexent_site.redis_pool import redis_client
+
+    published_agent(slug="long", mode="chat")
+    long_ago = timezone.now() - timedelta(minutes=2)
+
+    def dead_worker_left(text: list[str], started_at: Any) -> AgentRun:
+        run = committed.run(tenant_a, lambda: running_run("long", started_at=started_at))
+        publisher = RunEventPublisher(tenant_a.schema_name, str(run.id))
+        types = [("run_started", {}), ("step_started", {"step": 1})] + [("text_delta", {"text": t}) for t in text]
+        for seq, (kind, data) in enumerate(types, start=1):
+            publisher.publish(make_event(EventType(kind), run_id=str(run.id), seq=seq, data=data))
+        publisher.close()
+        return run
+
+    def cancel(run: AgentRun) -> AgentRun:
+        return committed.run(tenant_a, lambda: run_cancel(run=AgentRun.objects.get(pk=run.pk)))
+
+    alive = dead_worker_left(["Still "], long_ago)
+    redis_client().set(run_alive_key(tenant_a.schema_name, str(alive.id)), "1", ex=30)
+    just_claimed = dead_worker_left([], timezone.now())
+    orphaned = dead_worker_left(["The answer ", "is forty"], long_ago)
+    redis_client().set(run_alive_key(tenant_b.schema_name, str(orphaned.id)), "1", ex=30)  # another tenant's
+
+    assert cancel(alive).status == RunStatus.RUNNING
+    assert cancel(just_claimed).status == RunStatus.RUNNING
+    closed = cancel(orphaned)
+    assert (closed.status, closed.output) == (RunStatus.CANCELLED, "The answer is forty")
+    assert [e["type"] for e in run_events_since(tenant_a.schema_name, str(orphaned.id))][-1] == "run_finished"
+    # and stopping it again changes nothing
+    assert cancel(orphaned).status == RunStatus.CANCELLED
+    assert [e["type"] for e in run_events_since(tenant_a.schema_name, str(orphaned.id))].count("run_finished") == 1
+    for run in (alive, orphaned):
+        redis_client().delete(run_alive_key(tenant_a.schema_name, str(run.id)))
+        redis_client().delete(run_alive_key(tenant_b.schema_name, str(run.id)))
 
 
 def test_a_waiting_run_starts_as_soon_as_the_run_holding_its_slot_ends(

@@ -139,6 +139,45 @@ def test_stopping_a_turn_that_has_not_started_writes_it_stopped_at_once(tenant_a
         conversation_message_send(conversation=conversation, user=user, content="another question")
 
 
+def test_stopping_an_answer_whose_worker_died_writes_it_stopped_at_once_with_what_it_had_streamed(
+    tenant_a: Tenant, tenant_b: Tenant, notices: Callable
+) -> None:
+    """The worker writing the answer died (its run is "running" with no liveness key): no worker will see the stop
+    flag, and the turn's task comes back only after the broker's visibility timeout (minutes). The stop writes the
+    answer itself, from what the run had streamed."""
+    from agents.runtime.events import EventType, make_event
+    from agents.runtime.liveness import run_alive_key
+    from agents.runtime.streams import RunEventPublisher
+
+    with tenant_context(tenant_a):
+        # given: a turn whose worker claimed its run two minutes ago, streamed part of the answer, and died
+        user, conversation = _conversation("crashed")
+        _, answer = conversation_message_send(conversation=conversation, user=user, content="hello?")
+        AgentRun.objects.filter(pk=answer.run_id).update(
+            status=RunStatus.RUNNING, started_at=timezone.now() - timedelta(minutes=2)
+        )
+        Message.objects.filter(pk=answer.pk).update(status=Message.Status.STREAMING)
+        publisher = RunEventPublisher(tenant_a.schema_name, str(answer.run_id))
+        streamed = [("run_started", {}), ("step_started", {"step": 1}), ("text_delta", {"text": "Half an "})]
+        for seq, (kind, data) in enumerate([*streamed, ("text_delta", {"text": "answer"})], start=1):
+            publisher.publish(make_event(EventType(kind), run_id=str(answer.run_id), seq=seq, data=data))
+        publisher.close()
+        # and the same run id alive in another tenant, which says nothing about this one
+        redis_client().set(run_alive_key(tenant_b.schema_name, str(answer.run_id)), "1", ex=30)
+        received = notices(conversation)
+
+        # when
+        message_stop(message=Message.objects.select_related("conversation", "run").get(pk=answer.pk))
+
+        # then: stopped now, with the words it had streamed, and the open page is told
+        stored = Message.objects.get(pk=answer.pk)
+        assert (stored.status, stored.content) == ("stopped", "Half an answer")
+        assert [(n["type"], n["status"]) for n in received()] == [("message_done", "stopped")]
+        # and the conversation answers again
+        conversation_message_send(conversation=conversation, user=user, content="are you back?")
+    redis_client().delete(run_alive_key(tenant_b.schema_name, str(answer.run_id)))
+
+
 def test_a_second_writer_that_loaded_the_answer_still_pending_rebuilds_its_units_instead_of_adding_to_them(
     tenant_a: Tenant,
 ) -> None:
