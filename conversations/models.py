@@ -58,6 +58,14 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            # one answer being written at a time per conversation (conversations.services: ONE_ACTIVE_ANSWER)
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(role="assistant", status__in=["pending", "streaming"]),
+                name="conversations_one_active_answer",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

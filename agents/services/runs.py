@@ -116,6 +116,41 @@ def run_start(
     enqueue it once the transaction commits. `enqueue=False` leaves that to the caller (a chat turn runs
     the run inside its own task). `overrides` may set the run's `temperature` and `max_tokens`. Refused
     with QuotaExceeded when the month's token budget (the organisation's or the API key's) is used up."""
+    run = run_prepare(
+        agent=agent,
+        messages=messages,
+        trigger=trigger,
+        user_email=user_email,
+        draft=draft,
+        api_key=api_key,
+        end_user=end_user,
+        overrides=overrides,
+    )
+    run.save(force_insert=True)
+    if not enqueue:
+        return run
+    from agents.tasks import agent_run_execute
+
+    timeout = run.spec["run_timeout_s"]
+    transaction.on_commit(
+        lambda: agent_run_execute.apply_async(args=[str(run.id)], soft_time_limit=timeout + 15, time_limit=timeout + 45)
+    )
+    return run
+
+
+def run_prepare(
+    *,
+    agent: Agent,
+    messages: Any,
+    trigger: str,
+    user_email: str = "",
+    draft: bool = False,
+    api_key: Any = None,
+    end_user: str = "",
+    overrides: dict | None = None,
+) -> AgentRun:
+    """The queued run `run_start` creates, checked (messages, quota, published version) but not saved yet: for a
+    caller that writes it with other rows in one statement (a chat turn, conversations.services)."""
     messages = messages_validate(messages)
     usage_quota_check(api_key=api_key)
     if draft:
@@ -133,7 +168,7 @@ def run_start(
             chosen["max_tokens"] = min(chosen["max_tokens"], spec["max_tokens"])
         spec = {**spec, **chosen}
     now = timezone.now()
-    run = AgentRun.objects.create(
+    return AgentRun(
         agent=agent,
         version=version,
         spec=spec,
@@ -144,15 +179,6 @@ def run_start(
         end_user=end_user[:200],
         deadline_at=now + timedelta(seconds=spec["run_timeout_s"] + QUEUE_ALLOWANCE_S),
     )
-    if not enqueue:
-        return run
-    from agents.tasks import agent_run_execute
-
-    timeout = spec["run_timeout_s"]
-    transaction.on_commit(
-        lambda: agent_run_execute.apply_async(args=[str(run.id)], soft_time_limit=timeout + 15, time_limit=timeout + 45)
-    )
-    return run
 
 
 def run_cancel(*, run: AgentRun) -> AgentRun:

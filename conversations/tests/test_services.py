@@ -304,3 +304,95 @@ def test_a_conversation_goes_to_the_top_of_its_users_list_once_a_message_is_sent
         with pytest.raises(ApplicationError), django_capture_on_commit_callbacks(execute=True):
             conversation_message_send(conversation=older, user=user, content="and again")  # busy
         assert [c.pk for c in conversations_for_user(user=user)][:2] == [newer.pk, older.pk]
+
+
+def _chat_agent(slug: str) -> tuple[User, Conversation]:
+    from agents.services.agents import agent_publish
+    from conversations.services import conversation_start
+
+    user = User.objects.get(email=owner_email("alpha"))
+    agent = Agent.objects.create(name=slug.title(), slug=slug, mode="chat")
+    agent_publish(agent=agent)
+    return user, conversation_start(user=user, agent=agent)
+
+
+def _forget_agent(slug: str) -> None:
+    Conversation.objects.filter(agent__slug=slug).delete()
+    AgentRun.objects.filter(agent__slug=slug).delete()
+    Agent.objects.filter(slug=slug).delete()
+
+
+def test_a_message_is_saved_in_two_statements_before_the_worker_is_told(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """The common turn (no files), as the web sends it (autocommit, on a connection of its own): the conversation
+    with its messages in one query, then the run and both messages in one `INSERT`, then the turn's task; the
+    conversation's move to the top of its user's list comes after."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.services import conversation_message_send
+
+    committed.on_teardown(tenant_a, lambda: _forget_agent("two"))
+
+    def send() -> tuple[list[str], Message, Message, Conversation]:
+        user, conversation = _chat_agent("two")
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content="earlier question")
+        Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content="earlier answer")
+        Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, status="failed", content="x")
+        with CaptureQueriesContext(connection) as queries:
+            question, answer = conversation_message_send(conversation=conversation, user=user, content=" hello ")
+        return [q["sql"] for q in queries.captured_queries], question, answer, conversation
+
+    statements, question, answer, conversation = committed.run(tenant_a, send)
+
+    assert [sql.split()[0] for sql in statements] == ["SELECT", "WITH", "UPDATE"], statements
+    assert 'INSERT INTO "agents_agentrun"' in statements[1] and 'INSERT INTO "conversations_message"' in statements[1]
+
+    def stored() -> tuple[list, AgentRun]:
+        rows = list(conversation.messages.order_by("created_at", "id").values_list("pk", "role", "status", "run_id"))
+        return rows, AgentRun.objects.get(pk=answer.run_id)
+
+    rows, run = committed.run(tenant_a, stored)
+    assert rows[-2:] == [(question.pk, "user", "completed", None), (answer.pk, "assistant", "pending", run.pk)]
+    # the history the agent gets: completed messages with text, then the new one
+    assert run.input == [
+        {"role": "user", "content": "earlier question"},
+        {"role": "assistant", "content": "earlier answer"},
+        {"role": "user", "content": "hello"},
+    ]
+    assert (run.status, run.trigger, run.user_email, run.spec["version"]) == ("queued", "chat", owner_email("alpha"), 1)
+    assert run.deadline_at is not None and question.created_at <= answer.created_at
+
+
+def test_a_second_send_that_raced_past_the_busy_check_is_refused_and_writes_nothing(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """Two sends at once both read the conversation before either wrote: the one-active-answer constraint refuses
+    the second one's `INSERT`, whole: no run, no messages."""
+    from conversations.services import _start_turn, conversation_message_send
+    from nexent_site.errors import ApplicationError
+
+    committed.on_teardown(tenant_a, lambda: _forget_agent("racer"))
+
+    def race() -> tuple[tuple[int, int], tuple[int, int], ApplicationError, ApplicationError]:
+        user, conversation = _chat_agent("racer")
+        conversation_message_send(conversation=conversation, user=user, content="first")
+        before = (AgentRun.objects.count(), Message.objects.count())
+        second = Message(conversation=conversation, role=Message.Role.USER, content="second")
+        with pytest.raises(ApplicationError) as raced:
+            _start_turn(
+                conversation=conversation,
+                user=user,
+                history=[{"role": "user", "content": "second"}],
+                attachments=False,
+                user_message=second,
+            )
+        with pytest.raises(ApplicationError) as checked:
+            conversation_message_send(conversation=conversation, user=user, content="third")
+        return before, (AgentRun.objects.count(), Message.objects.count()), raced.value, checked.value
+
+    before, after, raced, checked = committed.run(tenant_a, race)
+
+    assert (raced.code, raced.status) == ("busy", 409) and (checked.code, checked.status) == ("busy", 409)
+    assert after == before
