@@ -396,3 +396,22 @@ def test_a_second_send_that_raced_past_the_busy_check_is_refused_and_writes_noth
 
     assert (raced.code, raced.status) == ("busy", 409) and (checked.code, checked.status) == ("busy", 409)
     assert after == before
+
+
+def test_a_message_to_another_tenants_conversation_is_refused_as_not_found(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    """The send reads the conversation in the current tenant's schema only: tenant A's conversation, sent to from
+    tenant B (by a user of B), is not found there, and nothing is written in either."""
+    from conversations.services import conversation_message_send
+    from nexent_site.errors import ApplicationError
+
+    with tenant_context(tenant_a):
+        _, conversation = _chat_agent("isolated")
+        messages_in_a = Message.objects.count()
+    with tenant_context(tenant_b):
+        intruder = User.objects.get(email=owner_email("beta"))
+        with pytest.raises(ApplicationError) as refused:
+            conversation_message_send(conversation=conversation, user=intruder, content="hello from B")
+        assert (refused.value.code, refused.value.status) == ("not_found", 404)
+        assert not Message.objects.filter(content="hello from B").exists()
+    with tenant_context(tenant_a):
+        assert Message.objects.count() == messages_in_a
