@@ -209,7 +209,8 @@ def _close_orphaned(run: AgentRun, status: str, error: str) -> bool:
     """Close `run` with `status` if it is running but its worker died: no liveness key (agents.runtime.liveness),
     and started longer ago than the key lives (a run claimed a moment ago may not have its key yet). Its output
     is what it had streamed: the final answer if it got that far, else the text of its last step. Only one
-    closer wins (a stop and the task's redelivery may meet here). Returns whether this call closed it."""
+    closer wins (a stop and the task's redelivery may meet here); it gives back the slots the run held. Returns
+    whether this call closed it."""
     if run.status != RunStatus.RUNNING or run_is_alive(connection.schema_name, str(run.id)):
         return False
     if run.started_at and run.started_at > timezone.now() - timedelta(seconds=settings.RUN_ALIVE_TTL_S):
@@ -222,6 +223,7 @@ def _close_orphaned(run: AgentRun, status: str, error: str) -> bool:
         return False
     run.status, run.error, run.output, run.finished_at = status, error, output, finished_at
     _publish_finished(run, status, error)
+    _free_dead_runs_slots(run)
     return True
 
 
@@ -497,6 +499,18 @@ def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list
     """A place among the tenant's `max_concurrent_runs` and a slot of every provider the run uses (each at most
     `max_concurrency` runs at once), across every worker; or RunMustWait with none kept: a run never holds one
     slot while it waits for another."""
+    slots: list[ProviderSlot] = []
+    for what, slot in _run_slots(run, providers):
+        if not slot.try_acquire():
+            _release(slots)
+            raise RunMustWait(f"{what}: all {slot.limit} in use", slot.key)
+        slots.append(slot)
+    return slots
+
+
+def _run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list[tuple[str, ProviderSlot]]:
+    """The slots a run takes (not taken yet), each with what it is a slot of: the tenant's runs (when it has a
+    limit) and each limited provider the run uses."""
     limits: list[tuple[str, str, int]] = []
     tenant_limit = getattr(connection.tenant, "max_concurrent_runs", 0)
     if tenant_limit:
@@ -512,14 +526,23 @@ def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list
                 config.max_concurrency,
             )
         )
-    slots: list[ProviderSlot] = []
-    for what, slots_key, limit in limits:
-        slot = ProviderSlot(redis_client(), slots_key, limit, holder=str(run.id), ttl_s=run.spec["run_timeout_s"] + 60)
-        if not slot.try_acquire():
-            _release(slots)
-            raise RunMustWait(f"{what}: all {limit} in use", slots_key)
-        slots.append(slot)
-    return slots
+    ttl_s = run.spec["run_timeout_s"] + 60
+    return [
+        (what, ProviderSlot(redis_client(), slots_key, limit, holder=str(run.id), ttl_s=ttl_s))
+        for what, slots_key, limit in limits
+    ]
+
+
+def _free_dead_runs_slots(run: AgentRun) -> None:
+    """Give back the slots a run whose worker died still holds (they would free themselves only after the run's
+    timeout and a minute), and wake the runs waiting for them."""
+    try:
+        slots = [slot for _, slot in _run_slots(run, _providers_for(run.spec))]
+    except Exception:  # a provider gone since: its slots expire by themselves
+        logger.warning("could not find the slots of run %s", run.id, exc_info=True)
+        return
+    _release(slots)
+    _wake_waiters(slots)
 
 
 def _release(slots: list[ProviderSlot]) -> None:

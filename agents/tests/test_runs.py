@@ -781,6 +781,39 @@ def test_a_stop_closes_a_running_run_itself_only_when_its_worker_is_gone(
         redis_client().delete(run_alive_key(tenant_b.schema_name, str(run.id)))
 
 
+def test_closing_a_run_whose_worker_died_gives_back_its_provider_slot(
+    committed: Committed, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """A provider serving one run at a time, held by a run whose worker died: the slot would free itself only after
+    the run's timeout and a minute. Closing the run (here by a stop) gives it back at once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.services.runs import _providers_for, _run_slots
+
+    published_agent(slug="one-lane", mode="chat", provider={"max_concurrency": 1})
+    run = committed.run(tenant_a, lambda: running_run("one-lane", started_at=timezone.now() - timedelta(minutes=2)))
+
+    def slots_of(holder: AgentRun) -> list:
+        return [slot for _, slot in _run_slots(holder, _providers_for(holder.spec))]
+
+    def take_for_dead_worker_then_try_another() -> tuple[bool, bool]:
+        [held] = slots_of(run)
+        assert held.try_acquire()  # as the dead worker took it
+        [wanted] = slots_of(running_run("one-lane"))
+        refused = wanted.try_acquire()
+        run_cancel(run=AgentRun.objects.get(pk=run.pk))
+        taken = wanted.try_acquire()
+        wanted.release()
+        return refused, taken
+
+    refused_before, taken_after = committed.run(tenant_a, take_for_dead_worker_then_try_another)
+
+    assert (refused_before, taken_after) == (False, True)
+    assert stored(committed, tenant_a, run).status == RunStatus.CANCELLED
+
+
 def test_a_waiting_run_starts_as_soon_as_the_run_holding_its_slot_ends(
     committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, own_queue: str
 ) -> None:
