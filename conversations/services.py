@@ -159,7 +159,7 @@ def conversation_message_send(
         return _send_with_files(conversation=conversation, user=user, content=content, uploads=(), api_key=api_key)
     rows = conversation.turn_rows
     if any(row["status"] in Message.ACTIVE_STATUSES for row in rows):
-        raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
+        raise _busy()
     # as `_history` gives them: completed messages with text (no attachments to add)
     history = [
         {"role": row["role"], "content": row["content"]}
@@ -176,6 +176,11 @@ def conversation_message_send(
         attachments=False,
         user_message=user_message,
     )
+
+
+def _busy() -> ApplicationError:
+    """A new turn while an answer is still being written."""
+    return ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
 
 
 def _message_checked(conversation: Conversation, user: User, content: str, uploads: Sequence[Any]) -> str:
@@ -204,7 +209,7 @@ def _send_with_files(
     content = _message_checked(conversation, user, content, uploads)
     history, busy, unread = _turn_history(conversation)
     if busy:
-        raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
+        raise _busy()
     user_message = Message(conversation=conversation, role=Message.Role.USER, content=content)
     if uploads:
         from conversations.attachments import attachments_store, message_text_for_agent
@@ -300,7 +305,7 @@ def _turn_insert(run: AgentRun, messages: list[Message]) -> None:
             ids = [row[0] for row in cursor.fetchall()]
     except IntegrityError as exc:
         if ONE_ACTIVE_ANSWER in str(exc):
-            raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409) from None
+            raise _busy() from None
         raise
     for obj, pk in zip([run, *messages], [run.pk, *ids], strict=True):
         obj.pk = pk
@@ -315,7 +320,7 @@ def message_regenerate(*, message: Message, user: User) -> Message:
     if message.role != Message.Role.ASSISTANT or latest is None or latest.pk != message.pk:
         raise ApplicationError("Only the latest answer can be regenerated.", code="not_latest")
     if message.is_active:
-        raise ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
+        raise _busy()
     if conversation.archived:
         raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
     message.delete()
