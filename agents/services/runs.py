@@ -195,10 +195,11 @@ def run_cancel(*, run: AgentRun) -> AgentRun:
     ):
         run_waiting_remove(connection.schema_name, str(run.id))  # not woken in the place of a run still waiting
         _publish_finished(run, RunStatus.CANCELLED, "cancelled before it started")
+        run.refresh_from_db()
     else:
         run.refresh_from_db()
+        # written on `run` too when it closes it
         _close_orphaned(run, RunStatus.CANCELLED, "stopped on request (the worker running it had stopped)")
-    run.refresh_from_db()
     return run
 
 
