@@ -25,7 +25,13 @@ from agents.runtime.events import EventType
 from agents.runtime.token_estimate import messages_tokens_estimate, tokens_estimate
 from agents.tools import RunContext, tool_definition
 from agents.tools.knowledge import knowledge_search_run
-from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream, client_for, describe_error
+from nexent_site.integrations.openai_compat import (
+    ProviderConfig,
+    StartedStream,
+    chat_stream,
+    client_for,
+    describe_error,
+)
 
 logger = logging.getLogger(__name__)
 Emit = Callable[..., None]
@@ -162,8 +168,27 @@ class Engine:
         self.deltas = TextDeltas(emit, text_delta_interval_s)
         self.result = RunResult()
         self._agents: list[ToolCallingAgent] = []
+        self._started: tuple[list[dict], StartedStream] | None = None  # chat mode's model call, sent by `start`
 
-    # --- entry point -------------------------------------------------------------------------------------
+    # --- entry points ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Send chat mode's model request now, in the background, when nothing the run publishes before the answer
+        can change it (no knowledge search to run first): the provider starts on the answer while the caller
+        records and announces the run. `run` then reads it, and `close` drops it if the run ends before."""
+        if self.spec["mode"] != "chat" or self._searches() or self._started is not None:
+            return
+        try:
+            provider = self.provider_for(self.spec)
+        except RunFailed:  # `run` reports it
+            return
+        messages = self._chat_messages()
+        self._started = (messages, StartedStream(provider, **self._chat_params(messages)))
+
+    def close(self) -> None:
+        """Drop a model call `start` sent and `run` did not read (the run ended before)."""
+        if self._started is not None:
+            self._started[1].close()
+
     def run(self) -> RunResult:
         if self.spec["mode"] == "chat":
             self._run_chat()
@@ -183,26 +208,15 @@ class Engine:
     def _run_chat(self) -> None:
         provider = self.provider_for(self.spec)
         self.emit(EventType.STEP_STARTED, {"step": 1})
-        prompt = system_prompt(self.spec)
-        passages = self._retrieve()
-        if passages:
-            prompt += (
-                "\n\nPassages from the organisation's knowledge bases, found for the user's last message. Answer "
-                "from them when they are relevant, and cite them by their [number]:\n\n" + passages
-            )
-        window = (self.spec.get("context_window") or 8192) - len(prompt) // 4  # what the history may use
-        messages = [{"role": "system", "content": prompt}, *_trim_history(self.messages, window)]
+        if self._started is not None:
+            messages, stream = self._started
+        else:
+            messages = self._chat_messages()
+            stream = chat_stream(provider, **self._chat_params(messages))
         text: list[str] = []
         finished: str | None = None  # the provider's finish reason: "stop", "length" (its max_tokens), …
         reported = False
         chunks = 0
-        stream = chat_stream(
-            provider,
-            messages=messages,
-            temperature=self.spec.get("temperature", 0.3),
-            **_limit_kwargs(self.spec),
-            stream_options={"include_usage": True},
-        )
         try:
             for chunk in stream:
                 usage = chunk.get("usage")
@@ -245,11 +259,34 @@ class Engine:
             {"text": self.result.output, "citations": self.context.citations, "finish_reason": finished},
         )
 
+    def _chat_messages(self) -> list[dict]:
+        """The system prompt (with the passages the knowledge searches found) and the history that fits."""
+        prompt = system_prompt(self.spec)
+        passages = self._retrieve()
+        if passages:
+            prompt += (
+                "\n\nPassages from the organisation's knowledge bases, found for the user's last message. Answer "
+                "from them when they are relevant, and cite them by their [number]:\n\n" + passages
+            )
+        window = (self.spec.get("context_window") or 8192) - len(prompt) // 4  # what the history may use
+        return [{"role": "system", "content": prompt}, *_trim_history(self.messages, window)]
+
+    def _chat_params(self, messages: list[dict]) -> dict:
+        return {
+            "messages": messages,
+            "temperature": self.spec.get("temperature", 0.3),
+            **_limit_kwargs(self.spec),
+            "stream_options": {"include_usage": True},
+        }
+
+    def _searches(self) -> list[dict]:
+        return [tool for tool in self.spec.get("tools", []) if tool.get("tool") == "knowledge_search"]
+
     def _retrieve(self) -> str:
         """Chat mode's retrieved context: the agent's knowledge searches, run on the user's last message before
         the model is called, as tool call and result events (their hits become the answer's citations). A search
         that fails is reported as a step error and the answer goes on without it."""
-        searches = [tool for tool in self.spec.get("tools", []) if tool.get("tool") == "knowledge_search"]
+        searches = self._searches()
         query = next((m["content"] for m in reversed(self.messages) if m.get("role") == "user"), "").strip()
         if not searches or not query:
             return ""

@@ -416,14 +416,25 @@ def run_execute(
         return run
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
-    run_alive_start(connection.schema_name, str(run.id))
-    if waited:
-        run_waiting_remove(connection.schema_name, str(run.id))
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
     status, error = RunStatus.SUCCEEDED, ""
     try:
+        if providers_error is None:
+            engine = Engine(
+                spec=run.spec,
+                messages=run.input,
+                providers=providers,
+                mcp_servers=_mcp_servers_for(run.spec),
+                context=context,
+                emit=recorder.emit,
+                text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
+            )
+            engine.start()  # the model call, where it can go first: the provider works while the run is announced
+        run_alive_start(connection.schema_name, str(run.id))
+        if waited:
+            run_waiting_remove(connection.schema_name, str(run.id))
         recorder.emit(
             EventType.RUN_STARTED,
             {
@@ -435,17 +446,8 @@ def run_execute(
         )
         recorder.stopping = False
         recorder.check_stop()
-        if providers_error is not None:
+        if engine is None:
             raise providers_error
-        engine = Engine(
-            spec=run.spec,
-            messages=run.input,
-            providers=providers,
-            mcp_servers=_mcp_servers_for(run.spec),
-            context=context,
-            emit=recorder.emit,
-            text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
-        )
         engine.run()
     except RunStopped as stop:
         status, error = stop.status, stop.message
@@ -457,6 +459,8 @@ def run_execute(
         logger.exception("run %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
+        if engine is not None:
+            engine.close()
         _release(slots)
         _wake_waiters(slots)
         recorder.stopping = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,43 @@ def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
             yield chunk
     finally:
         response.close()
+
+
+# Threads that send a started stream's request and wait for its first chunk: created as needed, kept for the next
+# ones. At most one per run a worker executes at a time; more would wait for one.
+_starters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="model-call")
+
+
+class StartedStream:
+    """`chat_stream(config, **params)` already under way: its request is sent at once from a background thread,
+    which waits there for the first chunk, so that the provider works on the answer while the caller does
+    something else. Iterate it and close it like `chat_stream`, from one thread: the first `next()` returns the
+    first chunk (waiting for it if it has not come yet) or raises what the request raised. Closing it before then
+    drops the connection as soon as the request returns."""
+
+    def __init__(self, config: ProviderConfig, **params: Any) -> None:
+        self._stream = chat_stream(config, **params)
+        self._first: Future | None = _starters.submit(next, self._stream, None)
+
+    def __iter__(self) -> StartedStream:
+        return self
+
+    def __next__(self) -> dict:
+        if self._first is None:
+            return next(self._stream)
+        first, self._first = self._first, None
+        chunk = first.result()
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        if self._first is None:
+            self._stream.close()
+            return
+        first, self._first = self._first, None
+        # a generator cannot be closed while its thread runs it: once the request has returned
+        first.add_done_callback(lambda _: self._stream.close())
 
 
 def chat_complete(config: ProviderConfig, **params: Any) -> dict:

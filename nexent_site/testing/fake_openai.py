@@ -250,6 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._write_chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            with fake._lock:
+                fake.dropped_streams += 1
             return
 
     def _write_chunk(self, data: bytes) -> None:
@@ -323,6 +325,7 @@ class FakeOpenAI:
         self.embedding_failures = 0  # the next N embedding requests answer 503
         self.embedding_requests: list[list[str]] = []
         self.requests: list[dict] = []
+        self.dropped_streams = 0  # streamed answers the client closed before their end
         self._replies: deque[Reply] = deque()
         # Title requests come from a background task after a turn, at a time no test controls (one of the
         # previous test may arrive during the next): they get only replies scripted with `title=True`.
@@ -352,6 +355,7 @@ class FakeOpenAI:
         with self._lock:
             self._replies.clear()
             self.requests.clear()
+            self.dropped_streams = 0
         self.api_key = None
         self.embedding_status = 200
         self.embedding_delay_s = 0.0
