@@ -399,29 +399,12 @@ def run_execute(
             slots = _take_run_slots(run, providers)  # or RunMustWait: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
-    try:
-        claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
-        )
-    except BaseException:
-        _release(slots)
-        raise
-    if not claimed:
-        _release(slots)
-        run.refresh_from_db()
-        # Redelivered after the worker executing it died: agent runs are not replayed (tools may have side
-        # effects), the run is closed with the reason instead. (Redelivered while its worker is still on it, after
-        # the broker's visibility timeout: left to that worker.)
-        _close_orphaned(run, RunStatus.FAILED, ORPHANED_ERROR)
-        return run
-
-    run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
-    status, error = RunStatus.SUCCEEDED, ""
+    claimed = 0
     try:
-        if providers_error is None:
+        if run.status == RunStatus.QUEUED and providers_error is None:
             engine = Engine(
                 spec=run.spec,
                 messages=run.input,
@@ -431,7 +414,29 @@ def run_execute(
                 emit=recorder.emit,
                 text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
             )
-            engine.start()  # the model call, where it can go first: the provider works while the run is announced
+            # the model call, where it can go first: the provider works on the answer while the run is claimed and
+            # announced (dropped if another worker has it)
+            engine.start()
+        claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
+        )
+    finally:
+        if not claimed:
+            if engine is not None:
+                engine.close()
+            recorder.close()
+            _release(slots)
+    if not claimed:
+        run.refresh_from_db()
+        # Redelivered after the worker executing it died: agent runs are not replayed (tools may have side
+        # effects), the run is closed with the reason instead. (Redelivered while its worker is still on it, after
+        # the broker's visibility timeout: left to that worker.)
+        _close_orphaned(run, RunStatus.FAILED, ORPHANED_ERROR)
+        return run
+
+    run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
+    status, error = RunStatus.SUCCEEDED, ""
+    try:
         run_alive_start(connection.schema_name, str(run.id))
         if waited:
             run_waiting_remove(connection.schema_name, str(run.id))
@@ -446,8 +451,8 @@ def run_execute(
         )
         recorder.stopping = False
         recorder.check_stop()
-        if engine is None:
-            raise providers_error
+        if engine is None:  # its providers could not be read
+            raise providers_error or RunFailed("the run's providers could not be read")
         engine.run()
     except RunStopped as stop:
         status, error = stop.status, stop.message
