@@ -25,13 +25,7 @@ from agents.runtime.events import EventType
 from agents.runtime.token_estimate import messages_tokens_estimate, tokens_estimate
 from agents.tools import RunContext, tool_definition
 from agents.tools.knowledge import knowledge_search_run
-from nexent_site.integrations.openai_compat import (
-    ProviderConfig,
-    StartedStream,
-    chat_stream,
-    client_for,
-    describe_error,
-)
+from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream, client_for, describe_error
 
 logger = logging.getLogger(__name__)
 Emit = Callable[..., None]
@@ -158,7 +152,11 @@ class Engine:
         context: RunContext,
         emit: Emit,
         text_delta_interval_s: float = 0.0,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
+        """`on_start` is called once, before the run's first event (the caller announces the run). A chat agent
+        without knowledge searches has it called once its model request is sent, while the provider works on the
+        answer: the announcement takes no time from the first token."""
         self.spec = spec
         self.messages = messages
         self.providers = providers
@@ -168,34 +166,25 @@ class Engine:
         self.deltas = TextDeltas(emit, text_delta_interval_s)
         self.result = RunResult()
         self._agents: list[ToolCallingAgent] = []
-        self._started: tuple[list[dict], StartedStream] | None = None  # chat mode's model call, sent by `start`
+        self.on_start = on_start
+        self._announced = False
 
-    # --- entry points ------------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Send chat mode's model request now, in the background, when nothing the run publishes before the answer
-        can change it (no knowledge search to run first): the provider starts on the answer while the caller
-        records and announces the run. `run` then reads it, and `close` drops it if the run ends before."""
-        if self.spec["mode"] != "chat" or self._searches() or self._started is not None:
-            return
-        try:
-            provider = self.provider_for(self.spec)
-        except RunFailed:  # `run` reports it
-            return
-        messages = self._chat_messages()
-        self._started = (messages, StartedStream(provider, **self._chat_params(messages)))
-
-    def close(self) -> None:
-        """Drop a model call `start` sent and `run` did not read (the run ended before)."""
-        if self._started is not None:
-            self._started[1].close()
-
+    # --- entry point -------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        if self.spec["mode"] != "chat" or self._searches():
+            self._announce()
         if self.spec["mode"] == "chat":
             self._run_chat()
         else:
             self._run_tools()
         self.result.citations = self.context.citations
         return self.result
+
+    def _announce(self) -> None:
+        if not self._announced:
+            self._announced = True
+            if self.on_start is not None:
+                self.on_start()
 
     def provider_for(self, spec: dict) -> ProviderConfig:
         key = str(spec.get("provider_id") or "default")
@@ -206,19 +195,26 @@ class Engine:
 
     # --- chat mode: one streamed model call ------------------------------------------------------------
     def _run_chat(self) -> None:
-        provider = self.provider_for(self.spec)
-        self.emit(EventType.STEP_STARTED, {"step": 1})
-        if self._started is not None:
-            messages, stream = self._started
-        else:
+        if self._announced:  # the knowledge searches' events follow the step's start; then the model is called
+            provider = self.provider_for(self.spec)
+            self.emit(EventType.STEP_STARTED, {"step": 1})
             messages = self._chat_messages()
             stream = chat_stream(provider, **self._chat_params(messages))
+        else:  # announced, and the step started, while the model works on the request
+            try:
+                provider = self.provider_for(self.spec)
+            except RunFailed:
+                self._announce()
+                raise
+            messages = self._chat_messages()
+            stream = chat_stream(provider, on_sent=self._step_started, **self._chat_params(messages))
         text: list[str] = []
         finished: str | None = None  # the provider's finish reason: "stop", "length" (its max_tokens), …
         reported = False
         chunks = 0
         try:
             for chunk in stream:
+                self._step_started()  # done when the request went out, unless it could not be sent
                 usage = chunk.get("usage")
                 if usage:
                     reported = True
@@ -233,10 +229,12 @@ class Engine:
                     chunks += 1
                     text.append(content)
                     self.deltas.add(content)
+            self._step_started()  # an answer without a single chunk
             self.deltas.flush()
         except RunStopped:
             raise
         except Exception as exc:
+            self._step_started()  # a request that could not be sent: the run is announced before its failure
             with suppress(RunStopped):
                 self.deltas.flush()  # the words that came before the failure, to live readers too
             error = describe_error(exc, provider)
@@ -258,6 +256,12 @@ class Engine:
             EventType.FINAL_ANSWER,
             {"text": self.result.output, "citations": self.context.citations, "finish_reason": finished},
         )
+
+    def _step_started(self) -> None:
+        """Chat mode's run announced and its step started, once."""
+        if not self._announced:
+            self._announce()
+            self.emit(EventType.STEP_STARTED, {"step": 1})
 
     def _chat_messages(self) -> list[dict]:
         """The system prompt (with the passages the knowledge searches found) and the history that fits."""

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -399,34 +400,15 @@ def run_execute(
             slots = _take_run_slots(run, providers)  # or RunMustWait: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
-    recorder = _RunRecorder(run, on_first_output)
-    context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
-    engine: Engine | None = None
-    claimed = 0
     try:
-        if run.status == RunStatus.QUEUED and providers_error is None:
-            engine = Engine(
-                spec=run.spec,
-                messages=run.input,
-                providers=providers,
-                mcp_servers=_mcp_servers_for(run.spec),
-                context=context,
-                emit=recorder.emit,
-                text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
-            )
-            # the model call, where it can go first: the provider works on the answer while the run is claimed and
-            # announced (dropped if another worker has it)
-            engine.start()
         claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
         )
-    finally:
-        if not claimed:
-            if engine is not None:
-                engine.close()
-            recorder.close()
-            _release(slots)
+    except BaseException:
+        _release(slots)
+        raise
     if not claimed:
+        _release(slots)
         run.refresh_from_db()
         # Redelivered after the worker executing it died: agent runs are not replayed (tools may have side
         # effects), the run is closed with the reason instead. (Redelivered while its worker is still on it, after
@@ -435,8 +417,16 @@ def run_execute(
         return run
 
     run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
+    recorder = _RunRecorder(run, on_first_output)
+    context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
+    engine: Engine | None = None
     status, error = RunStatus.SUCCEEDED, ""
-    try:
+    announced: list[bool] = []
+
+    def announce() -> None:
+        """The run marked alive and `run_started` published (by the engine, as soon as it may: a chat agent's once
+        its model call is out)."""
+        announced.append(True)
         run_alive_start(connection.schema_name, str(run.id))
         if waited:
             run_waiting_remove(connection.schema_name, str(run.id))
@@ -451,8 +441,21 @@ def run_execute(
         )
         recorder.stopping = False
         recorder.check_stop()
-        if engine is None:  # its providers could not be read
-            raise providers_error or RunFailed("the run's providers could not be read")
+
+    try:
+        if providers_error is not None:
+            announce()
+            raise providers_error
+        engine = Engine(
+            spec=run.spec,
+            messages=run.input,
+            providers=providers,
+            mcp_servers=_mcp_servers_for(run.spec),
+            context=context,
+            emit=recorder.emit,
+            text_delta_interval_s=settings.RUN_TEXT_DELTA_INTERVAL_MS / 1000,
+            on_start=announce,
+        )
         engine.run()
     except RunStopped as stop:
         status, error = stop.status, stop.message
@@ -464,8 +467,9 @@ def run_execute(
         logger.exception("run %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
-        if engine is not None:
-            engine.close()
+        if not announced:  # failed before (its spec's MCP servers, say): its events still begin with run_started
+            with suppress(RunStopped):
+                announce()
         _release(slots)
         _wake_waiters(slots)
         recorder.stopping = True

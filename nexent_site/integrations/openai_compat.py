@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,28 @@ class ProviderConfig:
 
 _clients: dict[tuple, openai.OpenAI] = {}
 _clients_lock = threading.Lock()
+# What to call once the request being sent in this thread is out (see `chat_stream`'s `on_sent`)
+_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("nexent_on_sent", default=None)
+
+
+class _SentTrace:
+    """httpcore's `trace` extension for one request: calls `callback` once the request is sent, as the connection
+    starts waiting for the response."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def __call__(self, name: str, info: dict) -> None:
+        if self.callback is not None and name.endswith("receive_response_headers.started"):
+            callback, self.callback = self.callback, None
+            callback()
+
+
+def _trace_when_sent(request: httpx2.Request) -> None:
+    """The clients' request hook: a request sent with an `on_sent` callback gets a trace that calls it."""
+    callback = _on_sent.get()
+    if callback is not None:
+        request.extensions["trace"] = _SentTrace(callback)
 
 
 def client_for(config: ProviderConfig) -> openai.OpenAI:
@@ -87,6 +109,7 @@ def client_for(config: ProviderConfig) -> openai.OpenAI:
                 timeout=config.timeout_s,
                 max_retries=0,
                 default_headers=config.headers or None,
+                http_client=openai.DefaultHttpxClient(event_hooks={"request": [_trace_when_sent]}),
             )
     return client
 
@@ -132,16 +155,36 @@ def _status_text(exc: openai.APIStatusError) -> str:
     return str(exc.message)[:300]
 
 
-def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
+def chat_stream(config: ProviderConfig, *, on_sent: Callable[[], None] | None = None, **params: Any) -> Iterator[dict]:
     """A streamed chat completion (`params` as for `chat.completions.create`), chunk by chunk as plain dicts.
 
     Sent by the provider's OpenAI client (its base URL, key, headers and timeout, and the SDK's exceptions for
     HTTP and connection failures, which `describe_error` reads), but read as server-sent events without the
     SDK's typed chunk objects: building one per token, and type-walking the request, cost a chat turn 22 ms of
     CPU against 8 ms this way (40 tokens, slow vCPUs). An error the provider reports mid-stream is raised as
-    `openai.APIError`, as the SDK's own stream does. Close the iterator to drop the connection early."""
+    `openai.APIError`, as the SDK's own stream does. Close the iterator to drop the connection early.
+
+    `on_sent` is called in this thread (on the first `next()`) once the request is out, before the answer is
+    waited for: what it does takes no time from the answer while the provider works on it. Whatever it raises is
+    raised once the response has begun (the connection dropped). It is not called when the request could not be
+    sent."""
     body = {"model": config.model, **params, "stream": True}
-    response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body, stream=True)
+    raised: list[BaseException] = []
+
+    def sent() -> None:
+        try:
+            on_sent()  # type: ignore[misc]
+        except Exception as exc:  # not through httpcore and the SDK, which would take it for a connection failure
+            raised.append(exc)
+
+    token = _on_sent.set(sent if on_sent is not None else None)
+    try:
+        response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body, stream=True)
+    finally:
+        _on_sent.reset(token)
+    if raised:
+        response.close()
+        raise raised[0]
     try:
         for event in EventSource(response).iter_sse():
             if event.data.startswith("[DONE]"):
@@ -154,43 +197,6 @@ def chat_stream(config: ProviderConfig, **params: Any) -> Iterator[dict]:
             yield chunk
     finally:
         response.close()
-
-
-# Threads that send a started stream's request and wait for its first chunk: created as needed, kept for the next
-# ones. At most one per run a worker executes at a time; more would wait for one.
-_starters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="model-call")
-
-
-class StartedStream:
-    """`chat_stream(config, **params)` already under way: its request is sent at once from a background thread,
-    which waits there for the first chunk, so that the provider works on the answer while the caller does
-    something else. Iterate it and close it like `chat_stream`, from one thread: the first `next()` returns the
-    first chunk (waiting for it if it has not come yet) or raises what the request raised. Closing it before then
-    drops the connection as soon as the request returns."""
-
-    def __init__(self, config: ProviderConfig, **params: Any) -> None:
-        self._stream = chat_stream(config, **params)
-        self._first: Future | None = _starters.submit(next, self._stream, None)
-
-    def __iter__(self) -> StartedStream:
-        return self
-
-    def __next__(self) -> dict:
-        if self._first is None:
-            return next(self._stream)
-        first, self._first = self._first, None
-        chunk = first.result()
-        if chunk is None:
-            raise StopIteration
-        return chunk
-
-    def close(self) -> None:
-        if self._first is None:
-            self._stream.close()
-            return
-        first, self._first = self._first, None
-        # a generator cannot be closed while its thread runs it: once the request has returned
-        first.add_done_callback(lambda _: self._stream.close())
 
 
 def chat_complete(config: ProviderConfig, **params: Any) -> dict:
