@@ -144,11 +144,7 @@ def _turn_read() -> QuerySet[Conversation]:
         .order_by("created_at", "id")
         .values(row=JSONObject(role="role", content="content", status="status"))
     )
-    return (
-        Conversation.objects.select_related("agent__published_version")
-        .only(*TURN_FIELDS)
-        .annotate(turn_rows=rows)
-    )
+    return Conversation.objects.select_related("agent__published_version").only(*TURN_FIELDS).annotate(turn_rows=rows)
 
 
 def _conversation_for_turn(conversation: Conversation) -> Conversation:
