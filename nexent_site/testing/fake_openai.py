@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import threading
 import time
 import uuid
@@ -305,6 +306,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # socketserver's 5 refuses a burst of connections no real provider would
     fake: FakeOpenAI
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (a stopped answer) is no error of the server's: no traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeOpenAI:
