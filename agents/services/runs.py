@@ -421,12 +421,13 @@ def run_execute(
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
     status, error = RunStatus.SUCCEEDED, ""
-    announced: list[bool] = []
+    announced = False
 
     def announce() -> None:
         """The run marked alive and `run_started` published (by the engine, as soon as it may: a chat agent's once
         its model call is out)."""
-        announced.append(True)
+        nonlocal announced
+        announced = True
         run_alive_start(connection.schema_name, str(run.id))
         if waited:
             run_waiting_remove(connection.schema_name, str(run.id))
