@@ -24,7 +24,7 @@ from accounts.models import User
 from agents.models import TERMINAL_STATUSES, Agent, AgentRun, ProviderKind, RunStatus
 from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_or_default
-from agents.services.runs import run_cancel, run_prepare
+from agents.services.runs import run_cancel, run_handoff, run_prepare
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import chat_complete, completion_text
@@ -280,9 +280,16 @@ def _start_turn(
 
     timeout = run.spec["run_timeout_s"]
     titled = bool(conversation.title)  # the worker asks for a title after a first answer without loading this
+    # a turn without files hands its run to the worker, which starts it without reading it first
+    handoff = None if attachments else run_handoff(run)
+    kwargs = {"run": handoff, "conversation_id": str(conversation.pk)} if handoff else {}
     transaction.on_commit(
         lambda: chat_turn_execute.apply_async(
-            args=[assistant.pk, attachments, titled], soft_time_limit=timeout + 15, time_limit=timeout + 60
+            args=[assistant.pk, attachments, titled],
+            kwargs=kwargs,
+            kwargsrepr="{…}" if kwargs else None,  # the conversation's messages stay out of logs and events
+            soft_time_limit=timeout + 15,
+            time_limit=timeout + 60,
         )
     )
     if not new_attachments:

@@ -2,7 +2,7 @@ from typing import Any
 
 from celery import shared_task
 
-from agents.services.runs import RunMustWait, run_execute, run_wait_for_slot
+from agents.services.runs import RunMustWait, run_execute, run_from_handoff, run_wait_for_slot
 from conversations.models import Message
 from conversations.services import (
     conversation_notify,
@@ -20,14 +20,35 @@ from tenants.sweep import tenants_sweep
     name="conversations.tasks.chat_turn_execute", acks_late=True, ignore_result=True, bind=True, max_retries=None
 )
 def chat_turn_execute(
-    self: Any, message_id: int, attachments: bool = True, titled: bool | None = None, woken_since: float | None = None
+    self: Any,
+    message_id: int,
+    attachments: bool = True,
+    titled: bool | None = None,
+    woken_since: float | None = None,
+    run: dict | None = None,
+    conversation_id: str | None = None,
 ) -> str | None:
     """Run the agent for a pending assistant message, then write the message from the run. Safe to
     deliver twice: the run executes once, and finalizing is idempotent. `attachments=False`: the turn's
     message came without files, so there is nothing to read first. `titled`: whether the conversation had a
     title when the turn began (None: read it). While the tenant has its most runs executing or a provider the
     agent uses is at its concurrency limit, the turn stays pending and waits in line (agents.tasks:
-    `woken_since`)."""
+    `woken_since`).
+
+    `run` (`run_handoff`) and `conversation_id`: the turn's run and conversation as the web saved them a moment
+    ago, for a turn without files: the run starts without reading them, and is read with its claim once its model
+    request is out (`run_execute`'s `read`)."""
+    if run is not None and conversation_id is not None and not attachments:
+        handed = run_from_handoff(run)
+        message = Message(
+            pk=message_id,
+            conversation_id=conversation_id,
+            run=handed,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.PENDING,
+        )
+        message._state.adding = False
+        return _turn_execute(self, message, titled, woken_since, read=False)
     # `get`, not `first()`: no ORDER BY to compile (a third of this query's CPU); only the run (not its agent,
     # version or conversation: a third more): the run's spec has what the run needs of them
     try:
@@ -38,6 +59,14 @@ def chat_turn_execute(
         return None
     if attachments and turn_attachments_read(message=message):
         message.run.refresh_from_db(fields=["input"])
+    return _turn_execute(self, message, titled, woken_since)
+
+
+def _turn_execute(
+    self: Any, message: Message, titled: bool | None, woken_since: float | None, read: bool = True
+) -> str | None:
+    """`chat_turn_execute` once its message (with its run) is at hand."""
+    message_id = message.pk
     finalized: list[Message] = []
     try:
         run = run_execute(
@@ -50,6 +79,7 @@ def chat_turn_execute(
             # finds it final
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
             waited=bool(self.request.retries or woken_since),
+            read=read,
         )
     except RunMustWait as busy:  # its files are read by now
         args = [message_id, False, titled]
@@ -57,6 +87,8 @@ def chat_turn_execute(
         if woken_since is not None:  # an extra try: the turn's own tries go on
             return None
         raise self.retry(args=args, countdown=busy.retry_in_s(self.request.retries)) from None
+    if run is None:  # no such run here (a forged task)
+        return None
     # not executed here (delivered twice): the message from the run as stored
     message = finalized[0] if finalized else message_finalize(message=message, run=run)
     if message.is_active:  # delivered again while another worker is still on the run: that one announces it

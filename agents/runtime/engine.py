@@ -41,6 +41,14 @@ class RunStopped(Exception):
         self.message = message
 
 
+class RunNotClaimed(RunStopped):
+    """Raised by `on_start` when the run is not this worker's to execute after all (another took it, or it was
+    cancelled while queued): nothing of it was published, and the caller leaves it as it is."""
+
+    def __init__(self) -> None:
+        super().__init__("not_claimed", "the run was no longer queued")
+
+
 class RunFailed(Exception):
     def __init__(self, message: str, code: str = "run_failed") -> None:
         super().__init__(message)

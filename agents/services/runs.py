@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import timedelta
@@ -29,7 +30,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.models import Agent, AgentRun, McpServer, RunStatus, RunStep
-from agents.runtime.engine import Engine, RunFailed, RunStopped
+from agents.runtime.engine import Engine, RunFailed, RunNotClaimed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
 from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
@@ -180,6 +181,25 @@ def run_prepare(
         end_user=end_user[:200],
         deadline_at=now + timedelta(seconds=spec["run_timeout_s"] + QUEUE_ALLOWANCE_S),
     )
+
+
+HANDOFF_MAX_CHARS = 64_000  # a run's messages longer than this are read by its worker, not sent in its task
+
+
+def run_handoff(run: AgentRun) -> dict | None:
+    """What a worker needs of the just-saved queued `run` to start it without reading it first (see
+    `run_execute`'s `read`), for its task's message; None when its messages are too long to send that way."""
+    if sum(len(str(m.get("content") or "")) for m in run.input) > HANDOFF_MAX_CHARS:
+        return None
+    return {"id": str(run.pk), "spec": run.spec, "input": run.input}
+
+
+def run_from_handoff(handoff: dict) -> AgentRun:
+    """The queued run `run_handoff` described, as an unsaved-looking stand-in until `run_execute` claims it and
+    fills it from its row."""
+    run = AgentRun(id=uuid.UUID(handoff["id"]), spec=handoff["spec"], input=handoff["input"], status=RunStatus.QUEUED)
+    run._state.adding = False
+    return run
 
 
 def run_cancel(*, run: AgentRun) -> AgentRun:
@@ -372,6 +392,7 @@ def run_execute(
     on_first_output: Callable[[], None] | None = None,
     on_finish: Callable[[AgentRun], None] | None = None,
     waited: bool = False,
+    read: bool = True,
 ) -> AgentRun | None:
     """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
     given already loaded (with its agent and version); it is claimed the same way. `on_first_output` is called
@@ -379,6 +400,12 @@ def run_execute(
     `on_finish` is called with the finished run (its steps at hand) inside the transaction that stores the
     run's end, before `run_finished` is published: what it writes is stored with the run's end, or neither
     is. Not called when this call did not execute the run.
+
+    `read=False`: `run` was built from its task's message (`run_from_handoff`), not read from the database. Its
+    row is read with its claim, in one statement, when the run is announced: a chat agent's once its model
+    request is out, so that neither round trip is on the way to the first token. Should the run turn out not to
+    be queued any more (a second delivery, a stop while it waited), its model request is dropped unanswered and
+    nothing is published.
 
     Raises RunMustWait, before anything is claimed or published, when the tenant has its most runs executing or
     a provider the run uses has no free slot: the caller's task is to be tried again later (see agents.tasks).
@@ -400,33 +427,38 @@ def run_execute(
             slots = _take_run_slots(run, providers)  # or RunMustWait: tried again later
     started_at = timezone.now()
     deadline_at = started_at + timedelta(seconds=run.spec["run_timeout_s"])
-    try:
-        claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
-        )
-    except BaseException:
-        _release(slots)
-        raise
-    if not claimed:
-        _release(slots)
-        run.refresh_from_db()
-        # Redelivered after the worker executing it died: agent runs are not replayed (tools may have side
-        # effects), the run is closed with the reason instead. (Redelivered while its worker is still on it, after
-        # the broker's visibility timeout: left to that worker.)
-        _close_orphaned(run, RunStatus.FAILED, ORPHANED_ERROR)
-        return run
+    claimed = False
+    if read:
+        try:
+            claimed = _run_claim(run, started_at, deadline_at, read=False)
+        except BaseException:
+            _release(slots)
+            raise
+        if not claimed:
+            _release(slots)
+            return _run_not_claimed(run)
 
-    run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
     recorder = _RunRecorder(run, on_first_output)
     context = RunContext(schema_name=recorder.schema, run_id=str(run.id))
     engine: Engine | None = None
     status, error = RunStatus.SUCCEEDED, ""
-    announced = False
+    announced = refused = False
+    claim_failure: list[Exception] = []
 
     def announce() -> None:
-        """The run marked alive and `run_started` published (by the engine, as soon as it may: a chat agent's once
-        its model call is out)."""
-        nonlocal announced
+        """The run claimed if it is not yet, marked alive and `run_started` published (by the engine, as soon as
+        it may: a chat agent's once its model call is out). RunNotClaimed when the run is not queued any more."""
+        nonlocal announced, claimed, refused
+        if not claimed:
+            try:
+                claimed = _run_claim(run, started_at, deadline_at, read=True)
+            except Exception as exc:  # raised again once the engine has let go of the run
+                claim_failure.append(exc)
+                refused = True
+                raise RunNotClaimed from exc
+            if not claimed:
+                refused = True
+                raise RunNotClaimed
         announced = True
         run_alive_start(connection.schema_name, str(run.id))
         if waited:
@@ -458,6 +490,8 @@ def run_execute(
             on_start=announce,
         )
         engine.run()
+    except RunNotClaimed:
+        pass  # nothing was published: left as it is, below
     except RunStopped as stop:
         status, error = stop.status, stop.message
     except RunFailed as failure:
@@ -468,16 +502,77 @@ def run_execute(
         logger.exception("run %s failed", run.id)
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {str(exc)[:500]}"
     finally:
-        if not announced:  # failed before (its spec's MCP servers, say): its events still begin with run_started
+        if not announced and not refused:
+            # failed before (its spec's MCP servers, say): its events still begin with run_started (a run claimed
+            # late is claimed here, or found not queued: RunNotClaimed is a RunStopped)
             with suppress(RunStopped):
                 announce()
         _release(slots)
-        _wake_waiters(slots)
-        recorder.stopping = True
-        result = engine.result if engine else None
-        if result:
-            run.output, run.tokens_in, run.tokens_out = result.output, result.tokens_in, result.tokens_out
-            run.usage_estimated = result.usage_estimated
+        if claimed:
+            _wake_waiters(slots)
+            _run_close(run, recorder, engine, status, error, on_finish)
+        else:
+            recorder.close()
+    if claim_failure:
+        raise claim_failure[0]
+    return run if claimed else _run_not_claimed(run)
+
+
+def _run_claim(run: AgentRun, started_at: Any, deadline_at: Any, *, read: bool) -> bool:
+    """Mark the queued run running, in one conditional `UPDATE`; whether it was still queued. `read`: the run
+    was not read from the database, and its row comes back with the claim (`RETURNING`) to fill it."""
+    if not read:
+        claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
+        )
+    else:
+        table, status = connection.ops.quote_name(AgentRun._meta.db_table), connection.ops.quote_name("status")
+        rows = list(
+            AgentRun.objects.raw(
+                f"UPDATE {table} SET {status} = %s, started_at = %s, deadline_at = %s WHERE id = %s AND {status} = %s "
+                "RETURNING *",
+                [RunStatus.RUNNING, started_at, deadline_at, run.pk, RunStatus.QUEUED],
+            )
+        )
+        claimed = bool(rows)
+        if claimed:
+            for field in AgentRun._meta.concrete_fields:
+                setattr(run, field.attname, getattr(rows[0], field.attname))
+    if claimed:
+        run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
+    return bool(claimed)
+
+
+def _run_not_claimed(run: AgentRun) -> AgentRun | None:
+    """A run this worker found not queued any more, as it is now (None: there is no such run in this schema).
+    Redelivered after the worker executing it died: agent runs are not replayed (tools may have side effects), the
+    run is closed with the reason instead. (Redelivered while its worker is still on it, after the broker's
+    visibility timeout: left to that worker.)"""
+    try:
+        run.refresh_from_db()
+    except AgentRun.DoesNotExist:
+        logger.warning("run %s does not exist in schema %s", run.pk, connection.schema_name)
+        return None
+    _close_orphaned(run, RunStatus.FAILED, ORPHANED_ERROR)
+    return run
+
+
+def _run_close(
+    run: AgentRun,
+    recorder: _RunRecorder,
+    engine: Engine | None,
+    status: str,
+    error: str,
+    on_finish: Callable[[AgentRun], None] | None,
+) -> None:
+    """The end of a run this worker executed: its error and usage events, then its final row, steps and usage in
+    one transaction (with `on_finish`'s writes), then `run_finished`."""
+    recorder.stopping = True
+    result = engine.result if engine else None
+    if result:
+        run.output, run.tokens_in, run.tokens_out = result.output, result.tokens_in, result.tokens_out
+        run.usage_estimated = result.usage_estimated
+    try:
         if status != RunStatus.SUCCEEDED:
             recorder.emit(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
         recorder.emit(
@@ -490,24 +585,21 @@ def run_execute(
             EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms}
         )
         run.last_seq = finished["seq"]
-        try:
-            with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
-                recorder.flush()
-                _finish(run, status, error)
-                usage_record(run=run)
-                # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads
-                # them)
-                run._prefetched_objects_cache = {
-                    **getattr(run, "_prefetched_objects_cache", {}),
-                    "steps": recorder.written,
-                }
-                if on_finish is not None:
-                    on_finish(run)
-            run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
-            recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
-        finally:
-            recorder.close()
-    return run
+        with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
+            recorder.flush()
+            _finish(run, status, error)
+            usage_record(run=run)
+            # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
+            run._prefetched_objects_cache = {
+                **getattr(run, "_prefetched_objects_cache", {}),
+                "steps": recorder.written,
+            }
+            if on_finish is not None:
+                on_finish(run)
+        run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
+        recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
+    finally:
+        recorder.close()
 
 
 def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list[ProviderSlot]:
