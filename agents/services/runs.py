@@ -134,8 +134,15 @@ def run_start(
     from agents.tasks import agent_run_execute
 
     timeout = run.spec["run_timeout_s"]
+    handoff = run_handoff(run)  # the worker starts the run without reading it first
     transaction.on_commit(
-        lambda: agent_run_execute.apply_async(args=[str(run.id)], soft_time_limit=timeout + 15, time_limit=timeout + 45)
+        lambda: agent_run_execute.apply_async(
+            args=[str(run.id)],
+            kwargs={"run": handoff} if handoff else {},
+            kwargsrepr="{…}" if handoff else None,  # the run's messages stay out of logs and events
+            soft_time_limit=timeout + 15,
+            time_limit=timeout + 45,
+        )
     )
     return run
 

@@ -128,3 +128,22 @@ def test_a_run_with_long_messages_is_read_by_its_worker_not_sent_in_its_task() -
 
     assert run_handoff(short) == {"id": str(short.pk), "spec": {"mode": "chat"}, "input": short.input}
     assert run_handoff(long) is None
+
+
+def test_a_task_whose_handoff_names_another_run_reads_its_own_run(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+) -> None:
+    """The run in a task's message must be the task's run: else it is ignored, and the run is read."""
+    import uuid
+
+    from agents.tasks import agent_run_execute
+
+    published_agent(slug="mine", mode="chat")
+    fake_llm.script(Reply(content="From the stored run"))
+    run = committed.run(tenant_a, lambda: queued_run("mine"))
+    forged = {"id": str(uuid.uuid4()), "spec": run.spec, "input": [{"role": "user", "content": "forged words"}]}
+
+    status = committed.run(tenant_a, lambda: agent_run_execute(str(run.pk), run=forged))
+
+    assert status == RunStatus.SUCCEEDED
+    assert fake_llm.chat_requests()[-1]["messages"][-1]["content"] == "hello"
