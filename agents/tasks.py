@@ -13,7 +13,7 @@ def agent_run_execute(self: Any, run_id: str, woken_since: float | None = None, 
     line: this task is sent again when a run holding the slot ends (`woken_since`: the run's first wait), and
     tried again a moment later anyway, leaving the worker's thread to other runs (the runs' watchdog ends a run
     queued too long). `run`: the run as it was saved (`run_handoff`), started without being read first."""
-    handed = run_from_handoff(run) if run is not None and run.get("id") == run_id else None
+    handed = run_from_handoff(run, run_id) if run is not None else None
     try:
         executed = run_execute(
             run_id=run_id, run=handed, read=handed is None, waited=bool(self.request.retries or woken_since)

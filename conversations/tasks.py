@@ -38,8 +38,8 @@ def chat_turn_execute(
     `run` (`run_handoff`) and `conversation_id`: the turn's run and conversation as the web saved them a moment
     ago, for a turn without files: the run starts without reading them, and is read with its claim once its model
     request is out (`run_execute`'s `read`)."""
-    if run is not None and conversation_id is not None and not attachments:
-        handed = run_from_handoff(run)
+    handed = run_from_handoff(run) if run is not None and conversation_id and not attachments else None
+    if handed is not None:
         message = Message(
             pk=message_id,
             conversation_id=conversation_id,
@@ -63,9 +63,9 @@ def chat_turn_execute(
 
 
 def _turn_execute(
-    self: Any, message: Message, titled: bool | None, woken_since: float | None, read: bool = True
+    task: Any, message: Message, titled: bool | None, woken_since: float | None, read: bool = True
 ) -> str | None:
-    """`chat_turn_execute` once its message (with its run) is at hand."""
+    """`chat_turn_execute` (`task`, bound) once its message (with its run) is at hand."""
     message_id = message.pk
     finalized: list[Message] = []
     try:
@@ -78,15 +78,15 @@ def _turn_execute(
             # the message written in the transaction that stores the run's end: a page that sees `run_finished`
             # finds it final
             on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
-            waited=bool(self.request.retries or woken_since),
+            waited=bool(task.request.retries or woken_since),
             read=read,
         )
     except RunMustWait as busy:  # its files are read by now
         args = [message_id, False, titled]
-        run_wait_for_slot(busy, run_id=str(message.run_id), task=self.name, args=args, since=woken_since)
+        run_wait_for_slot(busy, run_id=str(message.run_id), task=task.name, args=args, since=woken_since)
         if woken_since is not None:  # an extra try: the turn's own tries go on
             return None
-        raise self.retry(args=args, countdown=busy.retry_in_s(self.request.retries)) from None
+        raise task.retry(args=args, countdown=busy.retry_in_s(task.request.retries)) from None
     if run is None:  # no such run here (a forged task)
         return None
     # not executed here (delivered twice): the message from the run as stored

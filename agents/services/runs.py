@@ -201,10 +201,16 @@ def run_handoff(run: AgentRun) -> dict | None:
     return {"id": str(run.pk), "spec": run.spec, "input": run.input}
 
 
-def run_from_handoff(handoff: dict) -> AgentRun:
-    """The queued run `run_handoff` described, as an unsaved-looking stand-in until `run_execute` claims it and
-    fills it from its row."""
-    run = AgentRun(id=uuid.UUID(handoff["id"]), spec=handoff["spec"], input=handoff["input"], status=RunStatus.QUEUED)
+def run_from_handoff(handoff: Any, run_id: str | None = None) -> AgentRun | None:
+    """The queued run `run_handoff` described, as a stand-in until `run_execute` claims it and fills it from its
+    row; None when `handoff` is not one (malformed, or naming another run than `run_id`): then the run is read."""
+    try:
+        pk, spec, messages = uuid.UUID(str(handoff["id"])), handoff["spec"], handoff["input"]
+    except (TypeError, KeyError, ValueError):
+        return None
+    if not isinstance(spec, dict) or not isinstance(messages, list) or (run_id is not None and str(pk) != run_id):
+        return None
+    run = AgentRun(id=pk, spec=spec, input=messages, status=RunStatus.QUEUED)
     run._state.adding = False
     return run
 

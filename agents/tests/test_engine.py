@@ -4,7 +4,6 @@ OpenAI-compatible test server (real HTTP and server-sent events), standing in fo
 needs nothing else."""
 
 import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from agents.runtime.events import EventType
 from agents.tools import RunContext
 from nexent_site.integrations.openai_compat import ProviderConfig, chat_stream
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply
+from nexent_site.testing.waiting import wait_for
 
 
 def provider(base_url: str) -> ProviderConfig:
@@ -31,15 +31,6 @@ def chat_engine(base_url: str, events: list[tuple], on_start: Callable[[], None]
         emit=lambda type, data, agent="": events.append((type, data)),
         on_start=on_start,
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_chat_run_is_announced_while_the_model_works_on_its_request(fake_llm: FakeOpenAI) -> None:

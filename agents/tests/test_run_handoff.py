@@ -3,7 +3,7 @@ claim once its model request is out. Real PostgreSQL and Redis; the model is the
 (real HTTP and server-sent events), standing in for the external provider. `run_execute` is called in this process,
 as the worker's task calls it, so that the statements it runs can be watched."""
 
-import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,18 +22,10 @@ from agents.services.runs import (
 )
 from conftest import Committed
 from nexent_site.testing.fake_openai import FakeOpenAI, Reply
+from nexent_site.testing.waiting import wait_for
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def queued_run(slug: str) -> AgentRun:
@@ -130,20 +122,30 @@ def test_a_run_with_long_messages_is_read_by_its_worker_not_sent_in_its_task() -
     assert run_handoff(long) is None
 
 
-def test_a_task_whose_handoff_names_another_run_reads_its_own_run(
-    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant
+@pytest.mark.parametrize(
+    "forged",
+    [
+        lambda run: {"id": str(uuid.uuid4()), "spec": run.spec, "input": [{"role": "user", "content": "forged words"}]},
+        lambda run: {"id": "not a run id", "spec": run.spec, "input": [{"role": "user", "content": "forged words"}]},
+        lambda run: {"id": str(run.pk), "spec": "not a spec", "input": None},
+    ],
+    ids=["another run", "a malformed id", "malformed fields"],
+)
+def test_a_task_whose_handoff_is_not_its_runs_reads_its_own_run(
+    forged: Callable[[AgentRun], dict],
+    committed: Committed,
+    fake_llm: FakeOpenAI,
+    published_agent: Any,
+    tenant_a: Tenant,
 ) -> None:
-    """The run in a task's message must be the task's run: else it is ignored, and the run is read."""
-    import uuid
-
+    """The run in a task's message must be the task's run, and well formed: else it is ignored, and the run is read."""
     from agents.tasks import agent_run_execute
 
     published_agent(slug="mine", mode="chat")
     fake_llm.script(Reply(content="From the stored run"))
     run = committed.run(tenant_a, lambda: queued_run("mine"))
-    forged = {"id": str(uuid.uuid4()), "spec": run.spec, "input": [{"role": "user", "content": "forged words"}]}
 
-    status = committed.run(tenant_a, lambda: agent_run_execute(str(run.pk), run=forged))
+    status = committed.run(tenant_a, lambda: agent_run_execute(str(run.pk), run=forged(run)))
 
     assert status == RunStatus.SUCCEEDED
     assert fake_llm.chat_requests()[-1]["messages"][-1]["content"] == "hello"
