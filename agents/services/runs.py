@@ -538,22 +538,21 @@ def _run_claim(run: AgentRun, started_at: Any, deadline_at: Any, *, read: bool) 
         claimed = AgentRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=started_at, deadline_at=deadline_at
         )
-    else:
-        table, status = connection.ops.quote_name(AgentRun._meta.db_table), connection.ops.quote_name("status")
-        rows = list(
-            AgentRun.objects.raw(
-                f"UPDATE {table} SET {status} = %s, started_at = %s, deadline_at = %s WHERE id = %s AND {status} = %s "
-                "RETURNING *",
-                [RunStatus.RUNNING, started_at, deadline_at, run.pk, RunStatus.QUEUED],
-            )
-        )
-        claimed = bool(rows)
         if claimed:
-            for field in AgentRun._meta.concrete_fields:
-                setattr(run, field.attname, getattr(rows[0], field.attname))
-    if claimed:
-        run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
-    return bool(claimed)
+            run.status, run.started_at, run.deadline_at = RunStatus.RUNNING, started_at, deadline_at
+        return bool(claimed)
+    table, status = connection.ops.quote_name(AgentRun._meta.db_table), connection.ops.quote_name("status")
+    rows = list(
+        AgentRun.objects.raw(
+            f"UPDATE {table} SET {status} = %s, started_at = %s, deadline_at = %s WHERE id = %s AND {status} = %s "
+            "RETURNING *",
+            [RunStatus.RUNNING, started_at, deadline_at, run.pk, RunStatus.QUEUED],
+        )
+    )
+    if rows:  # the claimed row, its new status included
+        for field in AgentRun._meta.concrete_fields:
+            setattr(run, field.attname, getattr(rows[0], field.attname))
+    return bool(rows)
 
 
 def _run_not_claimed(run: AgentRun) -> AgentRun | None:
