@@ -94,14 +94,16 @@ def _fresh_channel_layers() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_tenant_lookups() -> Iterator[None]:
-    """Tenants and providers a test created or changed inside its rolled-back transaction must not stay in this
-    process's caches (workers only ever cached committed rows)."""
+    """Tenants, providers and agents' versions a test created or changed inside its rolled-back transaction must not
+    stay in this process's caches (workers only ever cached committed rows)."""
     from agents.services.providers import chat_configs_cache
+    from conversations.send_statement import published_versions_forget
     from nexent_site.tenancy import tenants_changed
 
     yield
     tenants_changed()
     chat_configs_cache.forget_local()
+    published_versions_forget()
 
 
 def _tenant(django_db_blocker: Any, slug: str) -> Any:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,7 @@ from agents.runtime.streams import group_send_sync
 from agents.services.providers import provider_config, provider_or_default
 from agents.services.runs import run_cancel, run_handoff, run_prepare
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
+from conversations.send_statement import published_version_known, published_version_remember, turn_send_checked
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import chat_complete, completion_text
 
@@ -164,16 +165,22 @@ def conversation_message_send(
     whole message: nothing is saved. Sent with an API key, the run is the key's (trigger `api`, counted
     against the key's monthly quota: QuotaExceeded when it is used up).
 
-    A message without files, in a conversation that never had any (the common turn), takes two statements: the
-    conversation with its messages, then the run and both messages in one `INSERT` (`_turn_insert`), where the
-    send took six round trips before (a transaction, a lock, the history, two inserts), each waiting for
-    PostgreSQL's process and then this thread to get a CPU: measured at 50 chats on 2 cores, they were most of
-    the time from the user's message to the worker's start. Two sends at once: the conversation's
-    one-active-answer constraint refuses the second, as the lock did."""
+    A message without files, in a conversation that never had any (the common turn), takes one statement when
+    this process knows the agent's published version (`conversations.send_statement`), else two: the conversation
+    with its messages, then the run and both messages in one `INSERT` (`_turn_insert`), where the send took six
+    round trips before (a transaction, a lock, the history, two inserts), each waiting for PostgreSQL's process and
+    then this thread to get a CPU: measured at 50 chats on 2 cores, they were most of the time from the user's
+    message to the worker's start. Two sends at once: the conversation's one-active-answer constraint refuses the
+    second, as the lock did."""
     if uploads:
         return _send_with_files(conversation=conversation, user=user, content=content, uploads=uploads, api_key=api_key)
+    content = _content_checked(content, uploads)
+    sent = _send_on_known_version(conversation=conversation, user=user, content=content, api_key=api_key)
+    if sent is not None:
+        return sent
     conversation = _conversation_for_turn(conversation)
     content = _message_checked(conversation, user, content, uploads)
+    published_version_remember(conversation.agent)
     if conversation.has_attachments:  # earlier files are read into the history: the transactional path
         return _send_with_files(conversation=conversation, user=user, content=content, uploads=(), api_key=api_key)
     rows = conversation.turn_rows
@@ -197,6 +204,36 @@ def conversation_message_send(
     )
 
 
+def _send_on_known_version(
+    *, conversation: Conversation, user: User, content: str, api_key: Any
+) -> tuple[Message, Message] | None:
+    """`conversation_message_send`'s common turn in one statement (`turn_send_checked`), when this process knows
+    the agent's published version; None when it does not, or when the conversation is not as a plain new turn needs
+    it (another user's, archived, with files, an answer being written, the agent published anew): nothing is
+    written then, and the caller reads the conversation to find out."""
+    version = published_version_known(conversation.agent_id)
+    if version is None:
+        return None
+    run = run_prepare(
+        agent=Agent(pk=conversation.agent_id, published_version=version),
+        messages=[{"role": "user", "content": content}],  # the history goes before it in the statement
+        trigger=AgentRun.Trigger.API if api_key is not None else AgentRun.Trigger.CHAT,
+        user_email=user.email,
+        api_key=api_key,
+    )
+    user_message = Message(conversation=conversation, role=Message.Role.USER, content=content)
+    assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run)
+    with _one_active_answer():
+        sent = turn_send_checked(
+            run=run, user_message=user_message, assistant=assistant, user_id=user.pk, version=version
+        )
+    if sent is None:
+        return None
+    titled, run.input = sent
+    _turn_enqueue(conversation=conversation, run=run, assistant=assistant, titled=titled)
+    return user_message, assistant
+
+
 def _busy() -> ApplicationError:
     """A new turn while an answer is still being written."""
     return ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
@@ -204,11 +241,16 @@ def _busy() -> ApplicationError:
 
 def _message_checked(conversation: Conversation, user: User, content: str, uploads: Sequence[Any]) -> str:
     """The message's text, stripped, if `user` may send it to `conversation`; else ApplicationError."""
-    content = (content or "").strip()
     if conversation.user_id != user.pk:
         raise ApplicationError("Conversation not found.", code="not_found", status=404)
     if conversation.archived:
         raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
+    return _content_checked(content, uploads)
+
+
+def _content_checked(content: str, uploads: Sequence[Any]) -> str:
+    """The message's text, stripped, if it may be sent; else ApplicationError."""
+    content = (content or "").strip()
     if not content and not uploads:
         raise ApplicationError("Write a message first.", code="empty_message")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
@@ -273,13 +315,34 @@ def _start_turn(
     )
     assistant = Message(conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run)
     _turn_insert(run, [user_message, assistant] if user_message is not None else [assistant])
-    now = timezone.now()
     if new_attachments:  # in the transaction: the next turn reads it to know there are files to read
-        Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, has_attachments=True)
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now(), has_attachments=True)
+    _turn_enqueue(
+        conversation=conversation,
+        run=run,
+        assistant=assistant,
+        titled=bool(conversation.title),
+        attachments=attachments,
+        touch=not new_attachments,
+    )
+    return assistant
+
+
+def _turn_enqueue(
+    *,
+    conversation: Conversation,
+    run: AgentRun,
+    assistant: Message,
+    titled: bool,
+    attachments: bool = False,
+    touch: bool = True,
+) -> None:
+    """The turn's task, enqueued on commit. `titled`: whether the conversation has a title (the worker asks for
+    one after a first answer without loading the conversation); `touch`: move the conversation to the top of its
+    user's list (not needed when the send did already)."""
     from conversations.tasks import chat_turn_execute
 
     timeout = run.spec["run_timeout_s"]
-    titled = bool(conversation.title)  # the worker asks for a title after a first answer without loading this
     # a turn without files hands its run to the worker, which starts it without reading it first
     handoff = None if attachments else run_handoff(run)
     kwargs = {"run": handoff, "conversation_id": str(conversation.pk)} if handoff else {}
@@ -292,17 +355,33 @@ def _start_turn(
             time_limit=timeout + 60,
         )
     )
-    if not new_attachments:
+    if touch:
         # the conversation goes to the top of its user's list once the worker has been told: one round trip less
         # before the turn starts (a failure here leaves the order, not the turn)
+        now = timezone.now()
         transaction.on_commit(
             lambda: Conversation.objects.filter(pk=conversation.pk, updated_at__lt=now).update(updated_at=now),
             robust=True,
         )
-    return assistant
 
 
 ONE_ACTIVE_ANSWER = "conversations_one_active_answer"  # the constraint: one answer being written per conversation
+
+
+@contextmanager
+def _one_active_answer() -> Iterator[None]:
+    """Around a statement writing a turn's answer: a second answer being written in the conversation (two sends at
+    once) is refused as busy by the ONE_ACTIVE_ANSWER constraint. Inside a caller's transaction (a regenerate, a
+    message with files), a savepoint keeps the refusal from aborting it; on its own (the common send) the statement
+    is its own transaction."""
+    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+    try:
+        with savepoint:
+            yield
+    except IntegrityError as exc:
+        if ONE_ACTIVE_ANSWER in str(exc):
+            raise _busy() from None
+        raise
 
 
 def _turn_insert(run: AgentRun, messages: list[Message]) -> None:
@@ -322,17 +401,9 @@ def _turn_insert(run: AgentRun, messages: list[Message]) -> None:
         [(sql, sql_params)] = compiler.as_sql()
         statements.append(sql)
         params.extend(sql_params)
-    # inside a caller's transaction (a regenerate, a message with files), a savepoint keeps a refusal from
-    # aborting it; on its own (the common send) the statement is its own transaction
-    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
-    try:
-        with savepoint, connection.cursor() as cursor:
-            cursor.execute(f"WITH new_run AS ({statements[0]}) {statements[1]}", params)
-            ids = [row[0] for row in cursor.fetchall()]
-    except IntegrityError as exc:
-        if ONE_ACTIVE_ANSWER in str(exc):
-            raise _busy() from None
-        raise
+    with _one_active_answer(), connection.cursor() as cursor:
+        cursor.execute(f"WITH new_run AS ({statements[0]}) {statements[1]}", params)
+        ids = [row[0] for row in cursor.fetchall()]
     for obj, pk in zip([run, *messages], [run.pk, *ids], strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias

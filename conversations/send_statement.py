@@ -1,0 +1,140 @@
+"""A chat turn's send in one statement, for a conversation whose agent's published version this process knows.
+
+The common send (no files) reads the conversation, its agent's published version and its messages, then writes the
+run and both messages (`conversations.services`): two round trips before the worker is told, each of which waits
+for a CPU under load. When the process already knows the agent's published version (versions never change once
+made; the agent may move to another one), one statement does both: it writes the run, with the conversation's
+history computed in PostgreSQL from its stored messages, and the two messages, **only if** the conversation is as a
+new turn needs it (the user's, not archived, without files, no answer being written) and its agent is still on that
+version (the same id, number and spec: a schema made anew under the same name starts its ids again, and its
+version 1 must not pass for the one this process read). It returns the conversation's title and the run's
+messages. Otherwise it writes nothing, and the caller takes the reading path, which finds the reason (a busy,
+archived… error) or the agent's new version.
+
+The history and the checks are read in the statement's own snapshot: an answer finished by a worker a moment
+before is either seen finished (and in the history) or still being written (nothing written; the reading path
+decides), never half of each.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from django.db import connection
+from django.db.models import Field, Model
+
+from agents.models import Agent, AgentRun, AgentVersion
+from conversations.models import Conversation, Message
+
+# (schema, agent id) -> the agent's published version as last read in this process. A stale entry costs one
+# statement that writes nothing (its check fails), then the reading path, which replaces the entry.
+_published: dict[tuple[str, int], AgentVersion] = {}
+PUBLISHED_KEPT = 4096  # entries kept before the map starts again from empty
+
+
+def published_version_remember(agent: Agent) -> None:
+    """Note `agent`'s published version (loaded with it), read in the current schema."""
+    version = agent.published_version
+    if version is None:
+        return
+    if len(_published) >= PUBLISHED_KEPT:
+        _published.clear()
+    _published[(connection.schema_name, agent.pk)] = version
+
+
+def published_version_known(agent_id: int) -> AgentVersion | None:
+    """The published version of the current schema's agent `agent_id` as this process last read it, if it has."""
+    return _published.get((connection.schema_name, agent_id))
+
+
+def published_versions_forget() -> None:
+    """Forget every version noted (the tests' databases are rolled back under it)."""
+    _published.clear()
+
+
+@functools.cache
+def _insert_fields(model: type[Model]) -> list[Field]:
+    """The columns Django's `INSERT` writes for `model` (the database makes the auto id)."""
+    opts = model._meta
+    fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
+    custom = [f.name for f in fields if hasattr(f, "get_placeholder")]
+    if custom:  # not built here: Django's compiler would write these with a placeholder of their own
+        raise TypeError(f"{model.__name__} fields with custom placeholders: {custom}")
+    return fields
+
+
+def _values(fields: list[Field], obj: Model) -> list[Any]:
+    """`obj`'s values for `fields` as Django's `INSERT` prepares them (defaults and `auto_now_add` included)."""
+    return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
+
+
+@functools.cache
+def _statement() -> str:
+    """The statement's SQL, built once per process from the models (names quoted as Django quotes them)."""
+    q = connection.ops.quote_name
+    run_fields, message_fields = _insert_fields(AgentRun), _insert_fields(Message)
+    conversation, agent, version, message = (q(m._meta.db_table) for m in (Conversation, Agent, AgentVersion, Message))
+    history = (
+        f"(SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) "
+        f"ORDER BY m.created_at, m.id), '[]'::jsonb) FROM {message} m "
+        f"WHERE m.conversation_id = %(conversation)s AND m.status = %(completed)s AND m.content <> '') "
+        f"|| %(new_message)s"
+    )
+    run_values = ", ".join(history if f.name == "input" else f"%(r{i})s" for i, f in enumerate(run_fields))
+    message_columns = ", ".join(q(f.column) for f in message_fields)
+    rows = ", ".join(
+        "(" + ", ".join([str(j), *(f"%(m{j}_{i})s" for i in range(len(message_fields)))]) + ")" for j in range(2)
+    )
+    names = ", ".join(["ord", *(f"c{i}" for i in range(len(message_fields)))])
+    return (
+        f"WITH turn AS ("
+        f" SELECT c.title FROM {conversation} c JOIN {agent} a ON a.id = c.agent_id"
+        f" JOIN {version} v ON v.id = a.published_version_id"
+        f" WHERE c.id = %(conversation)s AND c.user_id = %(user)s"
+        f" AND v.id = %(version)s AND v.number = %(number)s AND v.spec = %(spec)s"
+        f" AND NOT c.archived AND NOT c.has_attachments"
+        f" AND NOT EXISTS (SELECT FROM {message} m WHERE m.conversation_id = c.id AND m.status = ANY(%(active)s))"
+        f"), new_run AS ("
+        f" INSERT INTO {q(AgentRun._meta.db_table)} ({', '.join(q(f.column) for f in run_fields)})"
+        f" SELECT {run_values} FROM turn RETURNING {q(AgentRun._meta.get_field('input').column)}"
+        f"), new_messages AS ("
+        f" INSERT INTO {message} ({message_columns})"
+        f" SELECT {', '.join(f'v.c{i}' for i in range(len(message_fields)))}"
+        f" FROM new_run, (VALUES {rows}) AS v ({names}) ORDER BY v.ord RETURNING id"
+        f") SELECT (SELECT title FROM turn), new_run.input, ARRAY(SELECT id FROM new_messages ORDER BY id) FROM new_run"
+    )
+
+
+def turn_send_checked(
+    *, run: AgentRun, user_message: Message, assistant: Message, user_id: int, version: AgentVersion
+) -> tuple[bool, list[dict]] | None:
+    """Write `run` (its `input` the new user message alone: the history is put before it) and the turn's two
+    messages, if their conversation is as a new turn needs it (see the module). Returns whether the conversation
+    has a title and the run's messages as written, with the objects marked saved; None when nothing was written.
+    A second answer started at the same moment: IntegrityError (the one-active-answer constraint)."""
+    conversation_id = user_message.conversation_id
+    params: dict[str, Any] = {
+        "conversation": conversation_id,
+        "user": user_id,
+        "version": version.pk,
+        "number": version.number,
+        "spec": AgentVersion._meta.get_field("spec").get_db_prep_save(version.spec, connection),
+        "completed": Message.Status.COMPLETED.value,
+        "active": [status.value for status in Message.ACTIVE_STATUSES],
+        "new_message": AgentRun._meta.get_field("input").get_db_prep_save(run.input, connection),
+    }
+    params.update((f"r{i}", value) for i, value in enumerate(_values(_insert_fields(AgentRun), run)))
+    for j, message in enumerate((user_message, assistant)):
+        params.update((f"m{j}_{i}", value) for i, value in enumerate(_values(_insert_fields(Message), message)))
+    with connection.cursor() as cursor:
+        cursor.execute(_statement(), params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    title, messages, ids = row
+    for obj, pk in zip((run, user_message, assistant), (run.pk, *ids), strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, connection.alias
+    return bool(title), json.loads(messages) if isinstance(messages, str) else messages

@@ -1,0 +1,250 @@
+"""A chat turn's send in one statement (conversations.send_statement), against real PostgreSQL and Redis: the
+same rows and history as the reading path, nothing written when the conversation is not as the process thinks,
+and never another schema's agent version."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from accounts.models import User
+from agents.models import Agent, AgentRun, AgentVersion
+from agents.services.agents import agent_publish
+from conftest import owner_email
+from conversations.models import Conversation, Message
+from conversations.send_statement import _published, published_version_known
+from conversations.services import conversation_history, conversation_message_send, conversation_start
+from conversations.tests.test_services import _chat_agent, _forget_agent
+from nexent_site.errors import ApplicationError
+from nexent_site.redis_pool import redis_client
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def _statements(send: Any) -> tuple[list[str], Any]:
+    """The first word of each statement `send()` ran (but the month's usage, read once in a while for the quota),
+    and what it returned."""
+    with CaptureQueriesContext(connection) as queries:
+        result = send()
+    sql = [q["sql"] for q in queries.captured_queries if "agents_usagerecord" not in q["sql"]]
+    return [statement.split()[0] for statement in sql], result
+
+
+def _queued_turns(queue: str) -> list[list]:
+    """The positional arguments (message id, attachments, titled) of the chat turns waiting in `queue`, oldest
+    first."""
+    raw = redis_client().lrange(queue, 0, -1)
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]
+
+
+def _answered(message: Message, content: str) -> None:
+    Message.objects.filter(pk=message.pk).update(status=Message.Status.COMPLETED, content=content)
+
+
+def test_a_turn_of_an_agent_this_process_knows_is_saved_in_one_statement(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """The first turn reads the conversation and notes the agent's published version; the next one writes the run,
+    both messages and reads the title in one statement, with the history the reading path gives (completed
+    messages with text, in order, then the new one)."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("single"))
+
+    def turns() -> dict:
+        user, conversation = _chat_agent("single")
+        first, (_, first_answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q1")
+        )
+        _answered(first_answer, "first answer")
+        Message.objects.create(conversation=conversation, role="assistant", status="failed", content="an error")
+        Message.objects.create(conversation=conversation, role="assistant", status="completed", content="")
+        Conversation.objects.filter(pk=conversation.pk).update(title="Named")
+        expected = [*conversation_history(conversation), {"role": "user", "content": "q2"}]
+        second, (question, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content=" q2 ")
+        )
+        version = Agent.objects.get(slug="single").published_version
+        return {
+            "first": first,
+            "second": second,
+            "expected": expected,
+            "question": question,
+            "answer": answer,
+            "rows": list(conversation.messages.order_by("created_at", "id").values_list("pk", "role", "status")),
+            "run": AgentRun.objects.get(pk=answer.run_id),
+            "version": (version.pk, {**version.spec, "version": version.number}),
+        }
+
+    sent = committed.run(tenant_a, turns)
+
+    assert sent["first"] == ["SELECT", "WITH", "UPDATE"]
+    assert sent["second"] == ["WITH", "UPDATE"]
+    run, question, answer = sent["run"], sent["question"], sent["answer"]
+    assert (
+        run.input
+        == sent["expected"]
+        == [
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": "q2"},
+        ]
+    )
+    assert sent["rows"][-2:] == [(question.pk, "user", "completed"), (answer.pk, "assistant", "pending")]
+    assert (run.version_id, run.spec) == sent["version"]
+    assert (run.status, run.trigger, run.user_email) == ("queued", "chat", owner_email("alpha"))
+    assert run.deadline_at is not None and answer.run_id == run.pk and question.pk < answer.pk
+    # the worker is told the conversation has a title now (it asks for one only after a first answer)
+    assert [args[1:] for args in _queued_turns(own_queue)] == [[False, False], [False, True]]
+
+
+@pytest.mark.parametrize("change", ["archived", "answer being written", "another user", "files attached"])
+def test_a_turn_whose_conversation_changed_under_the_process_reads_it_and_is_refused_or_sent(
+    committed: Any, tenant_a: Tenant, own_queue: str, change: str
+) -> None:
+    """The version is known, but the conversation is not as a plain new turn needs it: the statement writes
+    nothing, and the reading path refuses the message (archived, busy, not found) or sends it its own way (a
+    conversation with files, in a transaction)."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("changed"))
+    stranger = committed.user(tenant_a, email="stranger@alpha.test")
+
+    def turn() -> tuple[list[str], Any, int]:
+        user, conversation = _chat_agent("changed")
+        _answered(conversation_message_send(conversation=conversation, user=user, content="q1")[1], "a1")
+        assert published_version_known(conversation.agent_id) is not None
+        if change == "archived":
+            Conversation.objects.filter(pk=conversation.pk).update(archived=True)
+        elif change == "answer being written":
+            Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+        elif change == "another user":
+            user = stranger
+        else:
+            Conversation.objects.filter(pk=conversation.pk).update(has_attachments=True)
+        written = Message.objects.count()
+        try:
+            statements, result = _statements(
+                lambda: conversation_message_send(conversation=conversation, user=user, content="q2")
+            )
+        except ApplicationError as exc:
+            return [], exc.code, Message.objects.count() - written
+        return statements, result, Message.objects.count() - written
+
+    statements, result, written = committed.run(tenant_a, turn)
+
+    if change == "files attached":  # read, then sent in a transaction with the conversation locked
+        assert statements[:2] == ["WITH", "SELECT"] and statements.count("SELECT") >= 3 and written == 2
+    else:
+        assert result == {"archived": "archived", "answer being written": "busy", "another user": "not_found"}[change]
+        assert written == 0
+
+
+def test_a_turn_after_the_agent_is_published_anew_runs_the_new_version(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """The process knew the agent's first version; it was published again since: the statement writes nothing, the
+    turn reads the agent and runs version 2, and the next turn is back to one statement."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("republished"))
+
+    def turns() -> tuple[list[str], list[str], dict, dict]:
+        user, conversation = _chat_agent("republished")
+        _answered(conversation_message_send(conversation=conversation, user=user, content="q1")[1], "a1")
+        agent = Agent.objects.get(slug="republished")
+        agent.description = "Second edition"
+        agent.save()
+        agent_publish(agent=agent)
+        second, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q2")
+        )
+        _answered(answer, "a2")
+        third, (_, again) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q3")
+        )
+        return second, third, answer.run.spec, AgentRun.objects.get(pk=again.run_id).spec
+
+    second, third, spec, next_spec = committed.run(tenant_a, turns)
+
+    assert second == ["WITH", "SELECT", "WITH", "UPDATE"]
+    assert third == ["WITH", "UPDATE"]
+    assert (spec["version"], spec["description"]) == (2, "Second edition")
+    assert next_spec == spec
+
+
+def test_another_schemas_version_held_under_this_schemas_ids_is_never_run(
+    committed: Any, tenant_a: Tenant, tenant_b: Tenant, own_queue: str
+) -> None:
+    """A schema made anew under the same name starts its ids again: the process may hold, under tenant B's agent
+    and version ids, a version whose spec is another one's (here: tenant A's, instructions and all). Its spec does
+    not match B's stored version, so B's turn reads its own and runs that."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("secretive"))
+    committed.on_teardown(tenant_b, lambda: _forget_agent("plain"))
+
+    def a_version() -> AgentVersion:
+        _, conversation = _chat_agent("secretive")
+        agent = conversation.agent
+        agent.role_prompt = "Tenant A's secret role"
+        agent.save()
+        agent_publish(agent=agent)
+        return Agent.objects.get(pk=agent.pk).published_version
+
+    def b_turn(secret: AgentVersion) -> tuple[list[str], dict, dict]:
+        user = User.objects.get(email=owner_email("beta"))
+        agent = Agent.objects.create(name="Plain", slug="plain", mode="chat")
+        agent_publish(agent=agent)
+        version = Agent.objects.get(pk=agent.pk).published_version
+        conversation = conversation_start(user=user, agent=agent)
+        # the process "remembers" tenant A's spec under B's ids
+        _published[(connection.schema_name, agent.pk)] = AgentVersion(
+            pk=version.pk, agent_id=agent.pk, number=version.number, spec=secret.spec
+        )
+        statements, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="hello")
+        )
+        return statements, AgentRun.objects.get(pk=answer.run_id).spec, {**version.spec, "version": version.number}
+
+    secret = committed.run(tenant_a, a_version)
+    statements, spec, own = committed.run(tenant_b, lambda: b_turn(secret))
+
+    assert statements == ["WITH", "SELECT", "WITH", "UPDATE"]
+    assert spec == own and "Tenant A's secret role" not in json.dumps(spec)
+
+
+def test_an_answer_finished_while_the_next_turn_is_written_is_in_its_history_or_the_turn_is_refused(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """The worker writing the previous answer commits while the next turn's statement runs. The statement's
+    snapshot still has the answer being written: it must not wait for the worker's commit (the one-active-answer
+    constraint would make it) and then start the turn without that answer in its history. Here the worker's
+    transaction is held open across the send."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("overlap"))
+    user, conversation = committed.run(tenant_a, lambda: _chat_agent("overlap"))
+    answer = committed.run(
+        tenant_a, lambda: conversation_message_send(conversation=conversation, user=user, content="q1")[1]
+    )
+    held, sent = threading.Event(), threading.Event()
+
+    def finish_answer() -> None:
+        with transaction.atomic():
+            _answered(answer, "the late answer")
+            held.set()
+            sent.wait(timeout=1.0)  # the send, if it does not wait for this commit; else a second
+
+    def send() -> Any:
+        held.wait(timeout=10)
+        try:
+            return conversation_message_send(conversation=conversation, user=user, content="q2")[1].run.input
+        except ApplicationError as exc:
+            return exc.code
+        finally:
+            sent.set()
+
+    worker = threading.Thread(target=lambda: committed.run(tenant_a, finish_answer))
+    worker.start()
+    outcome = committed.run(tenant_a, send)
+    worker.join()
+
+    assert outcome == "busy" or {"role": "assistant", "content": "the late answer"} in outcome, outcome
