@@ -34,6 +34,23 @@ return 0
 """
 
 
+# several slots of one holder (a run's: its tenant's and its providers'), all or none, in one round trip: the index
+# (from 1) of the first key with no free slot, else 0 with every slot taken
+_TAKE_ALL = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, 0, ARGV[1])
+  if not redis.call('ZSCORE', key, ARGV[3]) and redis.call('ZCARD', key) >= tonumber(ARGV[4 + i]) then
+    return i
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[2], ARGV[3])
+  redis.call('EXPIRE', key, ARGV[4])
+end
+return 0
+"""
+
+
 def provider_slots_key(schema_name: str, provider_key: str) -> str:
     return f"nexent:{schema_name}:provider:{provider_key}:slots"
 
@@ -85,3 +102,17 @@ class ProviderSlot:
 
     def release(self) -> None:
         self.client.zrem(self.key, self.holder)
+
+
+def slots_try_acquire_all(slots: list[ProviderSlot]) -> ProviderSlot | None:
+    """Take every one of `slots` (NORMAL ones, of one holder, on one Redis, with one TTL), or none: the first slot
+    found with none free is returned then. One round trip, where taking them one by one (and giving back the ones
+    taken when one is full) took one each."""
+    if not slots:
+        return None
+    first, now = slots[0], time.time()
+    full = first.client.register_script(_TAKE_ALL)(
+        keys=[slot.key for slot in slots],
+        args=[now, now + first.ttl_s, first.holder, first.ttl_s + 60, *(slot.limit for slot in slots)],
+    )
+    return slots[full - 1] if full else None

@@ -32,7 +32,7 @@ from django.utils import timezone
 from agents.models import Agent, AgentRun, McpServer, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunNotClaimed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
-from agents.runtime.limits import ProviderSlot, provider_slots_key, tenant_runs_slots_key
+from agents.runtime.limits import ProviderSlot, provider_slots_key, slots_try_acquire_all, tenant_runs_slots_key
 from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key, run_events_since
 from agents.runtime.waiters import run_waiting_add, run_waiting_next, run_waiting_remove
@@ -618,12 +618,12 @@ def _take_run_slots(run: AgentRun, providers: dict[str, ProviderConfig]) -> list
     """A place among the tenant's `max_concurrent_runs` and a slot of every provider the run uses (each at most
     `max_concurrency` runs at once), across every worker; or RunMustWait with none kept: a run never holds one
     slot while it waits for another."""
-    slots: list[ProviderSlot] = []
-    for what, slot in _run_slots(run, providers):
-        if not slot.try_acquire():
-            _release(slots)
-            raise RunMustWait(f"{what}: all {slot.limit} in use", slot.key)
-        slots.append(slot)
+    wanted = _run_slots(run, providers)
+    slots = [slot for _, slot in wanted]
+    full = slots_try_acquire_all(slots)
+    if full is not None:
+        what = next(what for what, slot in wanted if slot is full)
+        raise RunMustWait(f"{what}: all {full.limit} in use", full.key)
     return slots
 
 
