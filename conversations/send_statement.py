@@ -11,9 +11,9 @@ version 1 must not pass for the one this process read). It returns the conversat
 messages. Otherwise it writes nothing, and the caller takes the reading path, which finds the reason (a busy,
 archived… error) or the agent's new version.
 
-The history and the checks are read in the statement's own snapshot: an answer finished by a worker a moment
-before is either seen finished (and in the history) or still being written (nothing written; the reading path
-decides), never half of each.
+The history and the checks are read in the statement's own snapshot, the conversation's messages in one pass on its
+index: an answer finished by a worker a moment before is either seen finished (and in the history) or still being
+written (nothing written; the reading path decides), never half of each.
 """
 
 from __future__ import annotations
@@ -76,26 +76,28 @@ def _statement() -> str:
     q = connection.ops.quote_name
     run_fields, message_fields = _insert_fields(AgentRun), _insert_fields(Message)
     conversation, agent, version, message = (q(m._meta.db_table) for m in (Conversation, Agent, AgentVersion, Message))
-    history = (
-        f"(SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content) "
-        f"ORDER BY m.created_at, m.id), '[]'::jsonb) FROM {message} m "
-        f"WHERE m.conversation_id = %(conversation)s AND m.status = %(completed)s AND m.content <> '') "
-        f"|| %(new_message)s"
+    run_values = ", ".join(
+        "turn.history || %(new_message)s" if f.name == "input" else f"%(r{i})s" for i, f in enumerate(run_fields)
     )
-    run_values = ", ".join(history if f.name == "input" else f"%(r{i})s" for i, f in enumerate(run_fields))
     message_columns = ", ".join(q(f.column) for f in message_fields)
     rows = ", ".join(
         "(" + ", ".join([str(j), *(f"%(m{j}_{i})s" for i in range(len(message_fields)))]) + ")" for j in range(2)
     )
     names = ", ".join(["ord", *(f"c{i}" for i in range(len(message_fields)))])
     return (
-        f"WITH turn AS ("
-        f" SELECT c.title FROM {conversation} c JOIN {agent} a ON a.id = c.agent_id"
-        f" JOIN {version} v ON v.id = a.published_version_id"
+        # one pass over the conversation's messages (on its index): the history, and whether an answer is being written
+        f"WITH messages AS ("
+        f" SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content)"
+        f" ORDER BY m.created_at, m.id) FILTER (WHERE m.status = %(completed)s AND m.content <> ''),"
+        f" '[]'::jsonb) AS history,"
+        f" coalesce(bool_or(m.status = ANY(%(active)s)), false) AS busy"
+        f" FROM {message} m WHERE m.conversation_id = %(conversation)s"
+        f"), turn AS ("
+        f" SELECT c.title, messages.history FROM {conversation} c JOIN {agent} a ON a.id = c.agent_id"
+        f" JOIN {version} v ON v.id = a.published_version_id, messages"
         f" WHERE c.id = %(conversation)s AND c.user_id = %(user)s"
         f" AND v.id = %(version)s AND v.number = %(number)s AND v.spec = %(spec)s"
-        f" AND NOT c.archived AND NOT c.has_attachments"
-        f" AND NOT EXISTS (SELECT FROM {message} m WHERE m.conversation_id = c.id AND m.status = ANY(%(active)s))"
+        f" AND NOT c.archived AND NOT c.has_attachments AND NOT messages.busy"
         f"), new_run AS ("
         f" INSERT INTO {q(AgentRun._meta.db_table)} ({', '.join(q(f.column) for f in run_fields)})"
         f" SELECT {run_values} FROM turn RETURNING {q(AgentRun._meta.get_field('input').column)}"
