@@ -179,7 +179,7 @@ def conversation_message_send(
     if sent is not None:
         return sent
     conversation = _conversation_for_turn(conversation)
-    content = _message_checked(conversation, user, content, uploads)
+    _conversation_checked(conversation, user)
     published_version_remember(conversation.agent)
     if conversation.has_attachments:  # earlier files are read into the history: the transactional path
         return _send_with_files(conversation=conversation, user=user, content=content, uploads=(), api_key=api_key)
@@ -239,13 +239,12 @@ def _busy() -> ApplicationError:
     return ApplicationError("Wait for the current answer, or stop it.", code="busy", status=409)
 
 
-def _message_checked(conversation: Conversation, user: User, content: str, uploads: Sequence[Any]) -> str:
-    """The message's text, stripped, if `user` may send it to `conversation`; else ApplicationError."""
+def _conversation_checked(conversation: Conversation, user: User) -> None:
+    """ApplicationError unless `user` may send messages to `conversation` (as read in this transaction)."""
     if conversation.user_id != user.pk:
         raise ApplicationError("Conversation not found.", code="not_found", status=404)
     if conversation.archived:
         raise ApplicationError("This conversation is archived; restore it to continue.", code="archived", status=409)
-    return _content_checked(content, uploads)
 
 
 def _content_checked(content: str, uploads: Sequence[Any]) -> str:
@@ -267,7 +266,8 @@ def _send_with_files(
     """`conversation_message_send` for a message with files, or in a conversation that has some: in a
     transaction, the conversation locked, the attachments' text read into the history."""
     conversation = _conversation_lock(conversation)
-    content = _message_checked(conversation, user, content, uploads)
+    _conversation_checked(conversation, user)
+    content = _content_checked(content, uploads)
     history, busy, unread = _turn_history(conversation)
     if busy:
         raise _busy()
