@@ -248,3 +248,34 @@ def test_an_answer_finished_while_the_next_turn_is_written_is_in_its_history_or_
     worker.join()
 
     assert outcome == "busy" or {"role": "assistant", "content": "the late answer"} in outcome, outcome
+
+
+def test_another_tenants_conversation_is_not_written_to_even_with_its_agents_version_known(
+    committed: Any, tenant_a: Tenant, tenant_b: Tenant, own_queue: str
+) -> None:
+    """Tenant A's conversation, sent to from tenant B by a user of B, while this process knows a version under the
+    conversation's agent id in B's schema: the statement runs in B's schema, finds no such conversation and writes
+    nothing; the reading path refuses it as not found. Neither tenant gets a message."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("guarded"))
+    committed.on_teardown(tenant_b, lambda: _forget_agent("bystander"))
+
+    def a_conversation() -> tuple[Conversation, int]:
+        _, conversation = _chat_agent("guarded")
+        return conversation, Message.objects.count()
+
+    def b_send(conversation: Conversation) -> tuple[list[str], str, int]:
+        agent = Agent.objects.create(name="Bystander", slug="bystander", mode="chat")
+        agent_publish(agent=agent)
+        _published[(connection.schema_name, conversation.agent_id)] = Agent.objects.get(pk=agent.pk).published_version
+        intruder = User.objects.get(email=owner_email("beta"))
+        before = Message.objects.count()
+        with CaptureQueriesContext(connection) as queries, pytest.raises(ApplicationError) as refused:
+            conversation_message_send(conversation=conversation, user=intruder, content="hello from B")
+        statements = [q["sql"].split()[0] for q in queries.captured_queries if "agents_usagerecord" not in q["sql"]]
+        return statements, refused.value.code, Message.objects.count() - before
+
+    conversation, messages_in_a = committed.run(tenant_a, a_conversation)
+    statements, code, written_in_b = committed.run(tenant_b, lambda: b_send(conversation))
+
+    assert statements[:2] == ["WITH", "SELECT"] and code == "not_found" and written_in_b == 0
+    assert committed.run(tenant_a, Message.objects.count) == messages_in_a
