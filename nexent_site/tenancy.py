@@ -29,7 +29,7 @@ from django_tenants.middleware.main import TenantMainMiddleware
 from django_tenants.utils import get_public_schema_name, remove_www, schema_context, tenant_context
 from tenant_schemas_celery.task import TenantTask as SchemaTenantTask
 
-from nexent_site.token_cache import TokenCache
+from nexent_site.token_cache import TokenCache, tokens_prefetch, tokens_prefetched_forget
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -51,6 +51,11 @@ class TenantSuspendedError(Exception):
 # change on their next request or task.
 TENANTS_TOKEN_KEY = "nexent:tenants:token"
 _tenant_cache: TokenCache[Tenant | None] = TokenCache("tenant lookups")
+
+
+# Other token keys a task of a tenant looks up as it starts (the tenant's providers', for a run), registered by their
+# apps: read in the same round trip as the tenants' token (TenantTask.get_tenant_for_schema).
+TASK_START_TOKEN_KEYS: list[Callable[[Tenant], str]] = []
 
 
 def tenants_changed() -> None:
@@ -165,9 +170,13 @@ class TenantTask(SchemaTenantTask):
 
     @classmethod
     def get_tenant_for_schema(cls, schema_name: str) -> Tenant:
-        """Cached like the web's host lookup; a suspension still stops the next task (tenants_changed)."""
+        """Cached like the web's host lookup; a suspension still stops the next task (tenants_changed). The tokens
+        of TASK_START_TOKEN_KEYS are read with the tenants' one, in one round trip."""
         from tenants.models import Tenant
 
+        known = _tenant_cache.peek(("schema", schema_name))  # the tenant as last seen here, to name its tokens
+        if known is not None and TASK_START_TOKEN_KEYS:
+            tokens_prefetch([TENANTS_TOKEN_KEY, *(key(known) for key in TASK_START_TOKEN_KEYS)])
         tenant = tenant_for_schema(schema_name)
         if tenant is None:
             raise Tenant.DoesNotExist(f"no tenant with schema {schema_name!r}")
@@ -179,7 +188,10 @@ class TenantTask(SchemaTenantTask):
             if not tenant.is_active:
                 logger.warning("refusing task %s: tenant %s is suspended", self.name, tenant.schema_name)
                 raise TenantSuspendedError(f"tenant {tenant.schema_name!r} is suspended; task {self.name} not run")
-        return super().__call__(*args, **kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            tokens_prefetched_forget()  # what the task's start read for it is not for the thread's next task
 
 
 def tenant_by_slug(slug: str, *, allow_suspended: bool = False) -> Tenant:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -14,6 +15,9 @@ from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig, ProviderError, provider_probe
 from nexent_site.tenancy import tenant_redis_scope
 from nexent_site.token_cache import TokenCache
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +63,9 @@ def provider_config(provider: ModelProvider) -> ProviderConfig:
     return ProviderConfig.from_provider(provider)
 
 
-def providers_token_key() -> str:
-    """The Redis key of the current tenant's providers' token (see chat_provider_configs)."""
-    return f"nexent:{tenant_redis_scope()}:providers:token"
+def providers_token_key(tenant: Tenant | None = None) -> str:
+    """The Redis key of the current tenant's (or `tenant`'s) providers' token (see chat_provider_configs)."""
+    return f"nexent:{tenant_redis_scope(tenant)}:providers:token"
 
 
 def providers_changed(token_key: str | None = None) -> None:
