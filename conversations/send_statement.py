@@ -7,9 +7,10 @@ made; the agent may move to another one), one statement does both: it writes the
 history computed in PostgreSQL from its stored messages, and the two messages, **only if** the conversation is as a
 new turn needs it (the user's, not archived, without files, no answer being written) and its agent is still on that
 version (the same id, number and spec: a schema made anew under the same name starts its ids again, and its
-version 1 must not pass for the one this process read). It returns the conversation's title and the run's
-messages. Otherwise it writes nothing, and the caller takes the reading path, which finds the reason (a busy,
-archived… error) or the agent's new version.
+version 1 must not pass for the one this process read). The same statement moves the conversation to the top of
+its user's list (its `updated_at`), which was a statement of its own after the worker was told. It returns the
+conversation's title and the run's messages. Otherwise it writes nothing, and the caller takes the reading path,
+which finds the reason (a busy, archived… error) or the agent's new version.
 
 The history and the checks are read in the statement's own snapshot, the conversation's messages in one pass on its
 index: an answer finished by a worker a moment before is either seen finished (and in the history) or still being
@@ -24,6 +25,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Field, Model
+from django.utils import timezone
 
 from agents.models import Agent, AgentRun, AgentVersion
 from conversations.models import Conversation, Message
@@ -80,6 +82,7 @@ def _statement() -> str:
         "turn.history || %(new_message)s" if f.name == "input" else f"%(r{i})s" for i, f in enumerate(run_fields)
     )
     message_columns = ", ".join(q(f.column) for f in message_fields)
+    updated_at = q(Conversation._meta.get_field("updated_at").column)
     rows = ", ".join(
         "(" + ", ".join([str(j), *(f"%(m{j}_{i})s" for i in range(len(message_fields)))]) + ")" for j in range(2)
     )
@@ -105,6 +108,9 @@ def _statement() -> str:
         f" INSERT INTO {message} ({message_columns})"
         f" SELECT {', '.join(f'v.c{i}' for i in range(len(message_fields)))}"
         f" FROM new_run, (VALUES {rows}) AS v ({names}) ORDER BY v.ord RETURNING id"
+        f"), touched AS ("
+        f" UPDATE {conversation} SET {updated_at} = %(now)s"
+        f" WHERE id = %(conversation)s AND {updated_at} < %(now)s AND EXISTS (SELECT 1 FROM new_run)"
         f") SELECT (SELECT title FROM turn), new_run.input, ARRAY(SELECT id FROM new_messages ORDER BY id) FROM new_run"
     )
 
@@ -126,6 +132,7 @@ def turn_send_checked(
         "completed": Message.Status.COMPLETED.value,
         "active": [status.value for status in Message.ACTIVE_STATUSES],
         "new_message": AgentRun._meta.get_field("input").get_db_prep_save(run.input, connection),
+        "now": Conversation._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection),
     }
     params.update((f"r{i}", value) for i, value in enumerate(_values(_insert_fields(AgentRun), run)))
     for j, message in enumerate((user_message, assistant)):

@@ -230,7 +230,7 @@ def _send_on_known_version(
     if sent is None:
         return None
     titled, run.input = sent
-    _turn_enqueue(conversation=conversation, run=run, assistant=assistant, titled=titled)
+    _turn_enqueue(conversation=conversation, run=run, assistant=assistant, titled=titled, touch=False)
     return user_message, assistant
 
 

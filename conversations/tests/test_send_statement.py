@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from accounts.models import User
 from agents.models import Agent, AgentRun, AgentVersion
@@ -52,8 +54,8 @@ def test_a_turn_of_an_agent_this_process_knows_is_saved_in_one_statement(
     committed: Any, tenant_a: Tenant, own_queue: str
 ) -> None:
     """The first turn reads the conversation and notes the agent's published version; the next one writes the run,
-    both messages and reads the title in one statement, with the history the reading path gives (completed
-    messages with text, in order, then the new one)."""
+    both messages, moves the conversation to the top of its user's list and reads the title in one statement, with
+    the history the reading path gives (completed messages with text, in order, then the new one)."""
     committed.on_teardown(tenant_a, lambda: _forget_agent("single"))
 
     def turns() -> dict:
@@ -64,7 +66,10 @@ def test_a_turn_of_an_agent_this_process_knows_is_saved_in_one_statement(
         _answered(first_answer, "first answer")
         Message.objects.create(conversation=conversation, role="assistant", status="failed", content="an error")
         Message.objects.create(conversation=conversation, role="assistant", status="completed", content="")
-        Conversation.objects.filter(pk=conversation.pk).update(title="Named")
+        Conversation.objects.filter(pk=conversation.pk).update(
+            title="Named", updated_at=timezone.now() - timedelta(hours=1)
+        )
+        before = timezone.now()
         expected = [*conversation_history(conversation), {"role": "user", "content": "q2"}]
         second, (question, answer) = _statements(
             lambda: conversation_message_send(conversation=conversation, user=user, content=" q2 ")
@@ -78,13 +83,15 @@ def test_a_turn_of_an_agent_this_process_knows_is_saved_in_one_statement(
             "answer": answer,
             "rows": list(conversation.messages.order_by("created_at", "id").values_list("pk", "role", "status")),
             "run": AgentRun.objects.get(pk=answer.run_id),
+            "moved": Conversation.objects.get(pk=conversation.pk).updated_at >= before,
             "version": (version.pk, {**version.spec, "version": version.number}),
         }
 
     sent = committed.run(tenant_a, turns)
 
     assert sent["first"] == ["SELECT", "WITH", "UPDATE"]
-    assert sent["second"] == ["WITH", "UPDATE"]
+    assert sent["second"] == ["WITH"]
+    assert sent["moved"]
     run, question, answer = sent["run"], sent["question"], sent["answer"]
     assert (
         run.input
@@ -169,7 +176,7 @@ def test_a_turn_after_the_agent_is_published_anew_runs_the_new_version(
     second, third, spec, next_spec = committed.run(tenant_a, turns)
 
     assert second == ["WITH", "SELECT", "WITH", "UPDATE"]
-    assert third == ["WITH", "UPDATE"]
+    assert third == ["WITH"]
     assert (spec["version"], spec["description"]) == (2, "Second edition")
     assert next_spec == spec
 
