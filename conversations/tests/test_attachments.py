@@ -101,7 +101,7 @@ def test_an_attached_file_is_read_by_the_worker_and_given_to_the_agent(
     answer = wait_answer(committed, tenant_a, body["assistant_message_id"])
     assert answer.status == "completed", answer.error
     # the agent got the file's text with the message, and was told what could not be read
-    sent = fake_llm.chat_requests()[0]["messages"][-1]["content"]
+    sent = fake_llm.answer_requests()[0]["messages"][-1]["content"]
     text = sent if isinstance(sent, str) else " ".join(part.get("text", "") for part in sent)
     assert "What is the lab's door code?" in text and "ZX-81" in text
     assert "“broken.pdf” could not be read" in text
@@ -114,7 +114,7 @@ def test_an_attached_file_is_read_by_the_worker_and_given_to_the_agent(
         ),
     )
     assert wait_answer(committed, tenant_a, later.json()["assistant_message_id"]).status == "completed"
-    history = [m["content"] for m in fake_llm.chat_requests()[-1]["messages"]]
+    history = [m["content"] for m in fake_llm.answer_requests()[-1]["messages"]]
     assert any("ZX-81" in str(content) for content in history[:-1]) and history[-1] == "And again?"
     attachments = committed.run(tenant_a, lambda: {a.file.original_name: a for a in Attachment.objects.all()})
     assert attachments["codes.docx"].status == "ready"

@@ -378,6 +378,10 @@ class FakeOpenAI:
     def chat_requests(self) -> list[dict]:
         return [r["body"] for r in self.requests if r["path"].endswith("/chat/completions")]
 
+    def answer_requests(self) -> list[dict]:
+        """The chat requests but the conversations' title requests (made by a background task, in any order)."""
+        return [body for body in self.chat_requests() if not self._is_title_request(body)]
+
     def _is_title_request(self, body: dict) -> bool:
         messages = body.get("messages") or [{}]
         return (
