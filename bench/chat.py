@@ -259,6 +259,9 @@ def summarise(name: str, results: list, baseline: list[float], wall: float, cpu:
         "failed": len(failed),
         "turns": len(results),
         "in_flight": round(in_flight, 1),
+        # the fake model's and the clients' CPU: the same work in every run, so it tells how fast the vCPUs were
+        # during the run (the CPU check, taken once at the start, can miss a slower minute)
+        "harness_cpu_ms": round((cpu.get("model", 0) + cpu.get("bench", 0)) / max(len(results), 1) * 1000, 1),
     }
     done = len(results) - len(failed)
     print(f"{name}: {done}/{len(results)} turns in {wall:.1f} s, {in_flight:.1f} chats streaming on average")
@@ -282,6 +285,10 @@ def summarise(name: str, results: list, baseline: list[float], wall: float, cpu:
         f"  CPU used (of {2 * wall:.1f} core-seconds on 2 cores): "
         + ", ".join(f"{role} {seconds:.1f} s" for role, seconds in cpu.items())
         + f"; per turn {sum(cpu.values()) / max(len(results), 1) * 1000:.0f} ms"
+    )
+    print(
+        f"  the fake model and the clients (the same work every run): {figures['harness_cpu_ms']} ms of CPU per turn"
+        " (higher: slower vCPUs that minute; compare runs at similar figures)"
     )
     print(
         f"  events delivered: {delivered} ({figures['events_per_s']}/s); lost {lost}, duplicated {duplicated}, "
@@ -402,6 +409,7 @@ def main() -> None:
                     "burst_added_ttft_p50_ms": burst["p50"],
                     "burst_added_ttft_p99_ms": burst["p99"],
                     "cpu_check_us": round(cpu_before, 1),
+                    "harness_cpu_ms_per_turn": steady["harness_cpu_ms"],
                 }
             )
         )
