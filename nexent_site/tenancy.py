@@ -183,12 +183,12 @@ class TenantTask(SchemaTenantTask):
         return tenant
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if connection.schema_name != get_public_schema_name():
-            tenant = connection.tenant
-            if not tenant.is_active:
-                logger.warning("refusing task %s: tenant %s is suspended", self.name, tenant.schema_name)
-                raise TenantSuspendedError(f"tenant {tenant.schema_name!r} is suspended; task {self.name} not run")
         try:
+            if connection.schema_name != get_public_schema_name():
+                tenant = connection.tenant
+                if not tenant.is_active:
+                    logger.warning("refusing task %s: tenant %s is suspended", self.name, tenant.schema_name)
+                    raise TenantSuspendedError(f"tenant {tenant.schema_name!r} is suspended; task {self.name} not run")
             return super().__call__(*args, **kwargs)
         finally:
             tokens_prefetched_forget()  # what the task's start read for it is not for the thread's next task
