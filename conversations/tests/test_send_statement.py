@@ -262,7 +262,8 @@ def test_another_tenants_conversation_is_not_written_to_even_with_its_agents_ver
 ) -> None:
     """Tenant A's conversation, sent to from tenant B by a user of B, while this process knows a version under the
     conversation's agent id in B's schema: the statement runs in B's schema, finds no such conversation and writes
-    nothing; the reading path refuses it as not found. Neither tenant gets a message."""
+    nothing; the reading path refuses it as not found. Neither tenant gets a message, and A's conversation is not
+    moved."""
     committed.on_teardown(tenant_a, lambda: _forget_agent("guarded"))
     committed.on_teardown(tenant_b, lambda: _forget_agent("bystander"))
 
@@ -286,3 +287,6 @@ def test_another_tenants_conversation_is_not_written_to_even_with_its_agents_ver
 
     assert statements[:2] == ["WITH", "SELECT"] and code == "not_found" and written_in_b == 0
     assert committed.run(tenant_a, Message.objects.count) == messages_in_a
+    # nor moved to the top of its user's list
+    moved = committed.run(tenant_a, lambda: Conversation.objects.get(pk=conversation.pk).updated_at)
+    assert moved == conversation.updated_at
