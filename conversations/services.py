@@ -17,7 +17,6 @@ from django.contrib.postgres.expressions import ArraySubquery
 from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Q, QuerySet
 from django.db.models.functions import JSONObject
-from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from accounts.models import User
@@ -29,6 +28,7 @@ from conversations.models import Attachment, Citation, Conversation, Message, Me
 from conversations.send_statement import published_version_known, published_version_remember, turn_send_checked
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import chat_complete, completion_text
+from nexent_site.statements import insert_sql
 
 logger = logging.getLogger(__name__)
 
@@ -389,20 +389,10 @@ def _turn_insert(run: AgentRun, messages: list[Message]) -> None:
     each model (every field, defaults and `auto_now_add` included), the run's in a `WITH` before the messages'.
     The messages get their ids as `bulk_create` gives them. A second answer being written in the conversation
     (two sends at once) is refused as busy by the ONE_ACTIVE_ANSWER constraint, and nothing is written."""
-    statements: list[str] = []
-    params: list[Any] = []
-    for model, objs, returning in ((AgentRun, [run], False), (Message, messages, True)):
-        opts = model._meta
-        fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
-        query = InsertQuery(model)
-        query.insert_values(fields, objs)
-        compiler = query.get_compiler(connection=connection)
-        compiler.returning_fields = [opts.pk] if returning else None
-        [(sql, sql_params)] = compiler.as_sql()
-        statements.append(sql)
-        params.extend(sql_params)
+    run_sql, run_params = insert_sql(AgentRun, [run])
+    messages_sql, messages_params = insert_sql(Message, messages, returning=True)
     with _one_active_answer(), connection.cursor() as cursor:
-        cursor.execute(f"WITH new_run AS ({statements[0]}) {statements[1]}", params)
+        cursor.execute(f"WITH new_run AS ({run_sql}) {messages_sql}", run_params + messages_params)
         ids = [row[0] for row in cursor.fetchall()]
     for obj, pk in zip([run, *messages], [run.pk, *ids], strict=True):
         obj.pk = pk

@@ -39,10 +39,11 @@ from agents.runtime.waiters import run_waiting_add, run_waiting_next, run_waitin
 from agents.services.agents import agent_spec_build
 from agents.services.mcp import mcp_server_as_dict
 from agents.services.providers import chat_provider_configs
-from agents.services.usage import usage_quota_check, usage_record
+from agents.services.usage import usage_quota_check, usage_record_sql, usage_recorded
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig
+from nexent_site.statements import insert_sql, update_sql
 
 logger = logging.getLogger(__name__)
 QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
@@ -387,11 +388,16 @@ class _RunRecorder:
 
     def flush(self) -> None:
         """Write the stored steps emitted since the last flush, in one statement."""
-        steps, self._steps = self._steps, []
-        self._flush_at = time.monotonic() + STEP_FLUSH_S
+        steps = self.steps_take()
         if steps:
             RunStep.objects.bulk_create(steps)
-            self.written.extend(steps)
+
+    def steps_take(self) -> list[RunStep]:
+        """The stored steps emitted since the last flush, for the caller to write now (counted as written)."""
+        steps, self._steps = self._steps, []
+        self._flush_at = time.monotonic() + STEP_FLUSH_S
+        self.written.extend(steps)
+        return steps
 
     def close(self) -> None:
         self.publisher.close()
@@ -598,9 +604,7 @@ def _run_close(
         )
         run.last_seq = finished["seq"]
         with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
-            recorder.flush()
-            _finish(run, status, error)
-            usage_record(run=run)
+            _run_end_write(run, recorder.steps_take(), status, error)
             # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
             run._prefetched_objects_cache = {
                 **getattr(run, "_prefetched_objects_cache", {}),
@@ -688,22 +692,44 @@ def _wake_waiters(slots: list[ProviderSlot]) -> None:
             logger.warning("could not wake the run waiting for %s", slot.key, exc_info=True)
 
 
-def _finish(run: AgentRun, status: str, error: str) -> None:
+# what a run's end writes of its row
+RUN_END_FIELDS = (
+    "status",
+    "error",
+    "finished_at",
+    "output",
+    "tokens_in",
+    "tokens_out",
+    "usage_estimated",
+    "ttft_ms",
+    "duration_ms",
+    "last_seq",
+)
+
+
+def _run_end_write(run: AgentRun, steps: list[RunStep], status: str, error: str) -> None:
+    """The end of `run`, in one statement: its last `steps`, its row's RUN_END_FIELDS (with `status`, `error` and
+    the time) and its usage record (`usage_record_sql`). They were three statements, each a round trip in the
+    worker that waited for a CPU and the GIL under load, and each a Django compile (`bulk_create` most of all)."""
     run.status, run.error, run.finished_at = status, error, timezone.now()
-    run.save(
-        update_fields=[
-            "status",
-            "error",
-            "finished_at",
-            "output",
-            "tokens_in",
-            "tokens_out",
-            "usage_estimated",
-            "ttft_ms",
-            "duration_ms",
-            "last_seq",
-        ]
-    )
+    parts: list[str] = []
+    params: tuple[Any, ...] = ()
+    if steps:
+        steps_sql, params = insert_sql(RunStep, steps, returning=True)
+        parts.append(f"steps AS ({steps_sql})")
+    end_sql, end_params = update_sql(run, RUN_END_FIELDS)
+    record, (usage_sql, usage_params) = usage_record_sql(run=run)
+    parts += [f"ended AS ({end_sql})", f"usage AS ({usage_sql})"]
+    step_ids = "ARRAY(SELECT id FROM steps ORDER BY id)" if steps else "ARRAY[]::integer[]"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH {', '.join(parts)} SELECT (SELECT id FROM usage), {step_ids}", params + end_params + usage_params
+        )
+        usage_id, ids = cursor.fetchone()
+    for step, pk in zip(steps, ids, strict=True):
+        step.pk = pk
+        step._state.adding, step._state.db = False, connection.alias
+    usage_recorded(record, usage_id)
 
 
 def runs_watchdog() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -17,6 +17,7 @@ from django.utils import timezone
 from agents.models import AgentRun, UsageRecord
 from agents.runtime.streams import redis_client
 from nexent_site.errors import ApplicationError
+from nexent_site.statements import Sql, insert_sql
 from nexent_site.tenancy import tenant_redis_scope
 
 COUNTER_TTL_S = 40 * 24 * 3600
@@ -70,27 +71,44 @@ def usage_month_tokens(*, api_key_id: int | None = None) -> int:
 _INCREMENT_EXISTING = "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end"
 
 
-def usage_record(*, run: AgentRun) -> UsageRecord:
-    """Record a finished run's tokens (once per run) and add them to this month's counters once the current
-    transaction (if any) commits."""
-    try:
-        with transaction.atomic():
-            record = UsageRecord.objects.create(
-                run=run,
-                agent_id=run.agent_id,
-                agent_slug=run.spec.get("slug", "") if isinstance(run.spec, dict) else "",
-                user_email=run.user_email,
-                api_key_id=run.api_key_id,
-                trigger=run.trigger,
-                tokens_in=run.tokens_in,
-                tokens_out=run.tokens_out,
-                estimated=run.usage_estimated,
-            )
-    except IntegrityError:  # recorded already (a task delivered twice)
-        return UsageRecord.objects.get(run=run)
+def usage_record_sql(*, run: AgentRun) -> tuple[UsageRecord, Sql]:
+    """A finished run's usage record (not saved) and its `INSERT`, which writes nothing when the run has one
+    already (its task delivered twice) and returns the new record's id: one statement, where an `INSERT` failing
+    on the run's unique constraint would need a savepoint (two more round trips) to keep the caller's transaction
+    usable. The run's close puts it in its own statement; give what it returned to `usage_recorded`."""
+    record = UsageRecord(
+        run=run,
+        agent_id=run.agent_id,
+        agent_slug=run.spec.get("slug", "") if isinstance(run.spec, dict) else "",
+        user_email=run.user_email,
+        api_key_id=run.api_key_id,
+        trigger=run.trigger,
+        tokens_in=run.tokens_in,
+        tokens_out=run.tokens_out,
+        estimated=run.usage_estimated,
+    )
+    return record, insert_sql(UsageRecord, [record], returning=True, ignore_conflicts=True)
+
+
+def usage_recorded(record: UsageRecord, pk: int | None) -> UsageRecord:
+    """After `usage_record_sql`'s statement (`pk`: the id it returned): the new record, its tokens added to this
+    month's counters once the current transaction (if any) commits; or the run's record written before."""
+    if pk is None:
+        return UsageRecord.objects.get(run_id=record.run_id)
+    record.pk = pk
+    record._state.adding, record._state.db = False, connection.alias
     if record.tokens:
         transaction.on_commit(lambda: _usage_count(record))
     return record
+
+
+def usage_record(*, run: AgentRun) -> UsageRecord:
+    """Record a finished run's tokens (once per run), in one statement (`usage_record_sql`)."""
+    record, (sql, params) = usage_record_sql(run=run)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return usage_recorded(record, row[0] if row else None)
 
 
 def _usage_count(record: UsageRecord) -> None:

@@ -606,6 +606,59 @@ def test_a_final_answer_alone_waits_for_the_runs_end_to_be_written(
     assert inserts == 1
 
 
+def test_a_runs_end_writes_its_last_steps_its_row_and_its_usage_in_one_statement(
+    committed: Committed, fake_llm: FakeOpenAI, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """The run executed in this process against the local OpenAI-compatible test server (standing in for the
+    provider): its close writes the steps still buffered, its final row and its usage record in one statement,
+    and each is stored as the run's events said, in the run's tenant only."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.models import Agent, UsageRecord
+    from agents.services.runs import run_execute
+
+    published_agent(slug="closer", mode="chat")
+    fake_llm.script(Reply(content="Closing words."))
+
+    def execute() -> tuple[AgentRun, list[str], list[tuple[int, int, str]]]:
+        run = run_start(agent=Agent.objects.get(slug="closer"), messages="hi", trigger="api", enqueue=False)
+        with CaptureQueriesContext(connection) as queries:
+            done = run_execute(run_id=str(run.id))
+        written = [(step.pk, step.seq, step.type) for step in done.steps.all()]  # as the close left them at hand
+        return done, [q["sql"] for q in queries.captured_queries], written
+
+    run, statements, written = committed.run(tenant_a, execute)
+
+    end = [sql for sql in statements if 'INSERT INTO "agents_usagerecord"' in sql]
+    assert len(end) == 1 and 'INSERT INTO "agents_runstep"' in end[0] and 'UPDATE "agents_agentrun"' in end[0]
+    assert not any("SAVEPOINT" in sql for sql in statements)
+    events = run_events_since(tenant_a.schema_name, str(run.id))
+    assert events[-1]["type"] == "run_finished"
+
+    def read() -> tuple[Any, ...]:
+        return (
+            AgentRun.objects.get(pk=run.pk),
+            list(RunStep.objects.filter(run_id=run.pk).order_by("seq").values_list("pk", "seq", "type")),
+            list(UsageRecord.objects.filter(run_id=run.pk).values_list("agent_slug", "tokens_in", "tokens_out")),
+        )
+
+    stored_run, steps, usage = committed.run(tenant_a, read)
+    assert (stored_run.status, stored_run.output, stored_run.last_seq) == (
+        "succeeded",
+        "Closing words.",
+        events[-1]["seq"],
+    )
+    assert stored_run.finished_at is not None and stored_run.duration_ms is not None
+    assert steps == written  # the ids the statement gave back are the rows'
+    assert [(seq, kind) for _, seq, kind in steps] == [
+        (e["seq"], e["type"]) for e in events if e["type"] != "text_delta"
+    ]
+    assert usage == [("closer", stored_run.tokens_in, stored_run.tokens_out)] and stored_run.tokens_out > 0
+    # in the run's tenant only
+    assert committed.run(tenant_b, lambda: UsageRecord.objects.filter(run_id=run.pk).exists()) is False
+
+
 def test_a_run_delivered_again_is_left_to_its_live_worker_and_closed_when_that_worker_is_gone(
     committed: Committed, published_agent: Any, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:

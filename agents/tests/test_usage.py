@@ -87,3 +87,23 @@ def test_a_missing_counter_is_seeded_from_the_months_records(record: Any) -> Non
     totals = UsageRecord.objects.aggregate(tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"))
     assert int(redis_client().get(counter)) == totals["tokens_in"] + totals["tokens_out"]
     assert totals["tokens_out"] >= 9
+
+
+@pytest.mark.usefixtures("in_tenant_a")
+def test_a_run_is_recorded_in_one_statement_even_when_it_was_recorded_already(record: Any) -> None:
+    """The run's close records its usage inside its transaction: one `INSERT`, no savepoint around it, and a
+    second recording (its task delivered twice) does not break the transaction it runs in."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    run = finished_run(tokens_in=2, tokens_out=1)
+    record(run)
+
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        usage_record(run=run)  # recorded already: inserts nothing
+        AgentRun.objects.filter(pk=run.pk).update(tokens_out=1)  # the transaction is still usable
+
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements[:2] == ["INSERT", "SELECT"]  # the insert that found the run's record, and reading it
+    assert not any("SAVEPOINT" in q["sql"] for q in queries.captured_queries)
+    assert UsageRecord.objects.filter(run=run).count() == 1
