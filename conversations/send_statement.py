@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from agents.models import Agent, AgentRun, AgentVersion
 from conversations.models import Conversation, Message
+from nexent_site.statements import insert_fields, marked_saved
 
 # (schema, agent id) -> the agent's published version as last read in this process. A stale entry costs one
 # statement that writes nothing (its check fails), then the reading path, which replaces the entry.
@@ -56,17 +57,6 @@ def published_versions_forget() -> None:
     _published.clear()
 
 
-@functools.cache
-def _insert_fields(model: type[Model]) -> list[Field]:
-    """The columns Django's `INSERT` writes for `model` (the database makes the auto id)."""
-    opts = model._meta
-    fields = [f for f in opts.concrete_fields if not f.generated and f is not opts.auto_field]
-    custom = [f.name for f in fields if hasattr(f, "get_placeholder")]
-    if custom:  # not built here: Django's compiler would write these with a placeholder of their own
-        raise TypeError(f"{model.__name__} fields with custom placeholders: {custom}")
-    return fields
-
-
 def _values(fields: list[Field], obj: Model) -> list[Any]:
     """`obj`'s values for `fields` as Django's `INSERT` prepares them (defaults and `auto_now_add` included)."""
     return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
@@ -76,7 +66,7 @@ def _values(fields: list[Field], obj: Model) -> list[Any]:
 def _statement() -> str:
     """The statement's SQL, built once per process from the models (names quoted as Django quotes them)."""
     q = connection.ops.quote_name
-    run_fields, message_fields = _insert_fields(AgentRun), _insert_fields(Message)
+    run_fields, message_fields = insert_fields(AgentRun), insert_fields(Message)
     conversation, agent, version, message = (q(m._meta.db_table) for m in (Conversation, Agent, AgentVersion, Message))
     run_values = ", ".join(
         "turn.history || %(new_message)s" if f.name == "input" else f"%(r{i})s" for i, f in enumerate(run_fields)
@@ -134,16 +124,14 @@ def turn_send_checked(
         "new_message": AgentRun._meta.get_field("input").get_db_prep_save(run.input, connection),
         "now": Conversation._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection),
     }
-    params.update((f"r{i}", value) for i, value in enumerate(_values(_insert_fields(AgentRun), run)))
+    params.update((f"r{i}", value) for i, value in enumerate(_values(insert_fields(AgentRun), run)))
     for j, message in enumerate((user_message, assistant)):
-        params.update((f"m{j}_{i}", value) for i, value in enumerate(_values(_insert_fields(Message), message)))
+        params.update((f"m{j}_{i}", value) for i, value in enumerate(_values(insert_fields(Message), message)))
     with connection.cursor() as cursor:
         cursor.execute(_statement(), params)
         row = cursor.fetchone()
     if row is None:
         return None
     title, messages, ids = row
-    for obj, pk in zip((run, user_message, assistant), (run.pk, *ids), strict=True):
-        obj.pk = pk
-        obj._state.adding, obj._state.db = False, connection.alias
+    marked_saved([run, user_message, assistant], [run.pk, *ids])
     return bool(title), json.loads(messages) if isinstance(messages, str) else messages

@@ -28,7 +28,7 @@ from conversations.models import Attachment, Citation, Conversation, Message, Me
 from conversations.send_statement import published_version_known, published_version_remember, turn_send_checked
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import chat_complete, completion_text
-from nexent_site.statements import insert_sql
+from nexent_site.statements import insert_sql, marked_saved
 
 logger = logging.getLogger(__name__)
 
@@ -394,9 +394,7 @@ def _turn_insert(run: AgentRun, messages: list[Message]) -> None:
     with _one_active_answer(), connection.cursor() as cursor:
         cursor.execute(f"WITH new_run AS ({run_sql}) {messages_sql}", run_params + messages_params)
         ids = [row[0] for row in cursor.fetchall()]
-    for obj, pk in zip([run, *messages], [run.pk, *ids], strict=True):
-        obj.pk = pk
-        obj._state.adding, obj._state.db = False, connection.alias
+    marked_saved([run, *messages], [run.pk, *ids])
 
 
 @transaction.atomic

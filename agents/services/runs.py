@@ -43,7 +43,7 @@ from agents.services.usage import usage_quota_check, usage_record_sql, usage_rec
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig
-from nexent_site.statements import insert_sql, update_sql
+from nexent_site.statements import insert_sql, marked_saved, update_sql
 
 logger = logging.getLogger(__name__)
 QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
@@ -387,10 +387,14 @@ class _RunRecorder:
         return make_event(event_type, run_id=str(self.run.id), seq=self.seq, data=data)
 
     def flush(self) -> None:
-        """Write the stored steps emitted since the last flush, in one statement."""
+        """Write the stored steps emitted since the last flush, in one statement: one round trip (`bulk_create`
+        would wrap it in a transaction of its own, two more)."""
         steps = self.steps_take()
         if steps:
-            RunStep.objects.bulk_create(steps)
+            sql, params = insert_sql(RunStep, steps, returning=True)
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                marked_saved(steps, [row[0] for row in cursor.fetchall()])
 
     def steps_take(self) -> list[RunStep]:
         """The stored steps emitted since the last flush, for the caller to write now (counted as written)."""
@@ -726,9 +730,7 @@ def _run_end_write(run: AgentRun, steps: list[RunStep], status: str, error: str)
             f"WITH {', '.join(parts)} SELECT (SELECT id FROM usage), {step_ids}", params + end_params + usage_params
         )
         usage_id, ids = cursor.fetchone()
-    for step, pk in zip(steps, ids, strict=True):
-        step.pk = pk
-        step._state.adding, step._state.db = False, connection.alias
+    marked_saved(steps, ids)
     usage_recorded(record, usage_id)
 
 

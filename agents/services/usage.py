@@ -17,7 +17,7 @@ from django.utils import timezone
 from agents.models import AgentRun, UsageRecord
 from agents.runtime.streams import redis_client
 from nexent_site.errors import ApplicationError
-from nexent_site.statements import Sql, insert_sql
+from nexent_site.statements import Sql, insert_sql, marked_saved
 from nexent_site.tenancy import tenant_redis_scope
 
 COUNTER_TTL_S = 40 * 24 * 3600
@@ -95,8 +95,7 @@ def usage_recorded(record: UsageRecord, pk: int | None) -> UsageRecord:
     month's counters once the current transaction (if any) commits; or the run's record written before."""
     if pk is None:
         return UsageRecord.objects.get(run_id=record.run_id)
-    record.pk = pk
-    record._state.adding, record._state.db = False, connection.alias
+    marked_saved([record], [pk])
     if record.tokens:
         transaction.on_commit(lambda: _usage_count(record))
     return record
