@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from conversations.models import Attachment, Citation, Conversation, Message, Me
 from conversations.send_statement import published_version_known, published_version_remember, turn_send_checked
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import chat_complete, completion_text
-from nexent_site.statements import insert_sql, marked_saved
+from nexent_site.statements import Statement, insert_sql, insert_where_sql, marked_saved, update_sql
 
 logger = logging.getLogger(__name__)
 
@@ -469,17 +469,65 @@ def message_mark_streaming(*, message: Message) -> None:
 @transaction.atomic(savepoint=False)
 def message_finalize(*, message: Message, run: AgentRun | None = None) -> Message:
     """Write the assistant message from its finished run (`run`, when the caller has it as it ended), in the
-    caller's transaction if there is one (the run's end, see conversations.tasks). Idempotent: units and
-    citations are rebuilt.
+    caller's transaction if there is one. Idempotent: units and citations are rebuilt.
 
-    Three callers may meet here for one message: the turn's worker (twice, when its task is delivered twice),
-    a stop that cancelled the run before it started, and the watchdog. Only the first writes the units beside
-    a still-active message: its conditional `UPDATE` holds the row, so a second one waits for the first's
-    commit, finds the message no longer active, and rebuilds the units instead of adding to them."""
+    Three callers may meet here for one message: the turn's worker (twice, when its task is delivered twice; its
+    first time is `message_finalize_with_run_end`), a stop that cancelled the run before it started, and the
+    watchdog. Only the first writes the units beside a still-active message: its conditional `UPDATE` holds the
+    row, so a second one waits for the first's commit, finds the message no longer active, and rebuilds the
+    units instead of adding to them."""
     run = run or AgentRun.objects.get(pk=message.run_id)
     if not run.is_finished:
         return message
     was_active = message.is_active
+    fields = _finalized_fields(message, run)
+    messages = Message.objects.filter(pk=message.pk)
+    first = was_active and messages.filter(status__in=Message.ACTIVE_STATUSES).update(**fields)
+    if not first:
+        messages.update(**fields)
+        message.units.all().delete()
+        message.citations.all().delete()
+    units, citations = _finalized_parts(message, run)
+    MessageUnit.objects.bulk_create(units)
+    Citation.objects.bulk_create(citations)
+    # what was just written, as if prefetched: `message.units.all()` and `.citations.all()` need no query
+    message._prefetched_objects_cache = {"units": units, "citations": citations}
+    return message
+
+
+def message_finalize_with_run_end(
+    *, message: Message, run: AgentRun, statement: Statement, done: Callable[[Message], None]
+) -> None:
+    """The turn's worker's `message_finalize`: the answer's writes joined to the statement that writes its run's
+    end (`run_execute`'s `on_finish`), so that a page that sees `run_finished` finds the answer final, and one
+    round trip writes both. Like `message_finalize`'s first writer, they write only while the answer is still
+    being written (the units and citations only if its `UPDATE` did); an answer a stop or the watchdog closed
+    meanwhile is finalized again once the statement has run, by `message_finalize`. `done` gets the message,
+    final, with its units and citations at hand."""
+    fields = _finalized_fields(message, run)
+    units, citations = _finalized_parts(message, run)
+    active = [status.value for status in Message.ACTIVE_STATUSES]
+    statement.part("answer", update_sql(message, list(fields), where={"status__in": active}, returning=True))
+    for name, objs, model in (("answer_units", units, MessageUnit), ("answer_citations", citations, Citation)):
+        if objs:
+            statement.part(name, insert_where_sql(model, objs, where="EXISTS (SELECT 1 FROM answer)", returning=True))
+            statement.returns(
+                f"ARRAY(SELECT id FROM {name} ORDER BY id)", lambda ids, objs=objs: ids and marked_saved(objs, ids)
+            )
+
+    def written(updated: int) -> None:
+        if not updated:  # closed meanwhile by someone else: rebuilt from this run, as a second writer does
+            with transaction.atomic():
+                done(message_finalize(message=message, run=run))
+            return
+        message._prefetched_objects_cache = {"units": units, "citations": citations}
+        done(message)
+
+    statement.returns("(SELECT count(*) FROM answer)", written)
+
+
+def _finalized_fields(message: Message, run: AgentRun) -> dict[str, Any]:
+    """What a finished run makes of its answer's own fields, set on `message` too."""
     fields = {
         "status": RUN_TO_MESSAGE_STATUS[run.status],
         "content": run.output,
@@ -489,14 +537,14 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
     }
     for name, value in fields.items():
         setattr(message, name, value)
-    messages = Message.objects.filter(pk=message.pk)
-    first = was_active and messages.filter(status__in=Message.ACTIVE_STATUSES).update(**fields)
-    if not first:
-        messages.update(**fields)
-        message.units.all().delete()
-        message.citations.all().delete()
-    units, citations = [], []
-    for step in run.steps.all():  # in order; no query when the run comes from `run_execute`
+    return fields
+
+
+def _finalized_parts(message: Message, run: AgentRun) -> tuple[list[MessageUnit], list[Citation]]:
+    """The answer's units (from its run's steps, in order; no query when the run comes from `run_execute`) and
+    the citations of its final answer, not saved."""
+    units, cited = [], []
+    for step in run.steps.all():
         kind = EVENT_TO_UNIT.get(step.type)
         if kind is None:
             continue
@@ -504,9 +552,8 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
             MessageUnit(message=message, position=len(units), kind=kind, data={**step.data, "agent": step.agent_path})
         )
         if step.type == "final_answer":
-            citations = step.data.get("citations") or []
-    MessageUnit.objects.bulk_create(units)
-    stored_citations = Citation.objects.bulk_create(
+            cited = step.data.get("citations") or []
+    citations = [
         Citation(
             message=message,
             index=c.get("index", i + 1),
@@ -517,11 +564,9 @@ def message_finalize(*, message: Message, run: AgentRun | None = None) -> Messag
             score=c.get("score", 0),
             text=c.get("text", "")[:4000],
         )
-        for i, c in enumerate(citations)
-    )
-    # what was just written, as if prefetched: `message.units.all()` and `.citations.all()` need no query
-    message._prefetched_objects_cache = {"units": units, "citations": stored_citations}
-    return message
+        for i, c in enumerate(cited)
+    ]
+    return units, citations
 
 
 def message_announce(*, message: Message, titled: bool | None = None) -> None:

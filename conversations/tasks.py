@@ -9,6 +9,7 @@ from conversations.services import (
     conversation_title_ensure,
     message_announce,
     message_finalize,
+    message_finalize_with_run_end,
     message_mark_streaming,
     messages_watchdog,
     turn_attachments_read,
@@ -75,9 +76,11 @@ def _turn_execute(
             # "streaming" once the answer's first words (or step) are out: the update is off the path to the first
             # token
             on_first_output=lambda: message_mark_streaming(message=message),
-            # the message written in the transaction that stores the run's end: a page that sees `run_finished`
+            # the message written by the statement that stores the run's end: a page that sees `run_finished`
             # finds it final
-            on_finish=lambda finished: finalized.append(message_finalize(message=message, run=finished)),
+            on_finish=lambda finished, end: message_finalize_with_run_end(
+                message=message, run=finished, statement=end, done=finalized.append
+            ),
             waited=bool(task.request.retries or woken_since),
             read=read,
         )

@@ -1,13 +1,14 @@
-"""Django's own `INSERT` and `UPDATE` SQL for a write path that puts several of them in one statement (one round
-trip, in `WITH` parts), where each alone would wait for a CPU and a connection turn under load.
+"""Several writes in one statement, for the hot paths where each alone would be a round trip that waits for a
+CPU (and, in a worker, for the GIL) under load: `Statement` joins them as `WITH` parts, and `insert_sql`,
+`insert_where_sql` and `update_sql` give Django's own `INSERT` and `UPDATE` for them.
 
-The SQL and its parameters come from Django's compilers: every field as `save()` and `bulk_create()` write it
-(defaults, `auto_now_add`, JSON adaptation). The caller joins the parts and reads what they return."""
+The values are prepared as Django's `save()` and `bulk_create()` prepare them (defaults, `auto_now_add`, JSON
+adaptation); `insert_sql` and `update_sql` are Django's compilers' SQL as is."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection
@@ -43,14 +44,21 @@ def insert_sql(
     return sql, tuple(params)
 
 
-def update_sql(obj: Model, fields: Sequence[str]) -> Sql:
-    """The `UPDATE` of `obj`'s row with its values of `fields` (as `obj.save(update_fields=fields)` writes them)."""
+def update_sql(
+    obj: Model, fields: Sequence[str], *, where: dict[str, Any] | None = None, returning: bool = False
+) -> Sql:
+    """The `UPDATE` of `obj`'s row with its values of `fields` (as `obj.save(update_fields=fields)` writes them),
+    only if its row also matches the lookups in `where`; returning its id if `returning` (no row: not written)."""
     model = type(obj)
     query = UpdateQuery(model)
     chosen = [model._meta.get_field(name) for name in fields]
     query.add_update_fields([(field, None, field.pre_save(obj, False)) for field in chosen])
     query.add_filter("pk", obj.pk)
+    for lookup, value in (where or {}).items():
+        query.add_filter(lookup, value)
     sql, params = query.get_compiler(connection=connection).as_sql()
+    if returning:
+        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
     return sql, tuple(params)
 
 
@@ -59,3 +67,45 @@ def marked_saved(objs: Sequence[Model], ids: Sequence[Any]) -> None:
     for obj, pk in zip(objs, ids, strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias
+
+
+def insert_where_sql(model: type[Model], objs: Sequence[Model], *, where: str, returning: bool = False) -> Sql:
+    """The `INSERT` of `objs`, written only if `where` holds (SQL, such as `EXISTS (SELECT 1 FROM <an earlier
+    part>)`), returning their ids if `returning`. Each value is cast to its column's type (a column of NULLs
+    would be text otherwise)."""
+    q = connection.ops.quote_name
+    fields = insert_fields(model)
+    row = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields) + ")"
+    params = tuple(f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in objs for f in fields)
+    sql = (
+        f"INSERT INTO {q(model._meta.db_table)} ({', '.join(q(f.column) for f in fields)})"
+        f" SELECT * FROM (VALUES {', '.join([row] * len(objs))}) AS v WHERE {where}"
+    )
+    return (sql + f" RETURNING {q(model._meta.pk.column)}" if returning else sql), params
+
+
+class Statement:
+    """Writes joined into one statement: `part`s (`name AS (sql)`, in order: a part may read an earlier one's
+    `RETURNING`), run in one round trip and so in one transaction, and values the statement returns from them,
+    each given to its function once it has run."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._params: list[Any] = []
+        self._returns: list[tuple[str, Callable[[Any], None]]] = []
+
+    def part(self, name: str, sql: Sql) -> None:
+        self._parts.append(f"{name} AS ({sql[0]})")
+        self._params.extend(sql[1])
+
+    def returns(self, expression: str, then: Callable[[Any], None]) -> None:
+        """Return `expression` (SQL that reads the parts, without parameters); `then` gets its value."""
+        self._returns.append((expression, then))
+
+    def execute(self) -> None:
+        selected = ", ".join(expression for expression, _ in self._returns) or "1"
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH {', '.join(self._parts)} SELECT {selected}", self._params)
+            row = cursor.fetchone()
+        for (_, then), value in zip(self._returns, row, strict=False):
+            then(value)

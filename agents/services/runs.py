@@ -43,7 +43,7 @@ from agents.services.usage import usage_quota_check, usage_record_sql, usage_rec
 from agents.tools import RunContext
 from nexent_site.errors import ApplicationError
 from nexent_site.integrations.openai_compat import ProviderConfig
-from nexent_site.statements import insert_sql, marked_saved, update_sql
+from nexent_site.statements import Statement, insert_sql, marked_saved, update_sql
 
 logger = logging.getLogger(__name__)
 QUEUE_ALLOWANCE_S = 600  # how long a run may wait for a worker before the watchdog gives up on it
@@ -413,16 +413,16 @@ def run_execute(
     run_id: str,
     run: AgentRun | None = None,
     on_first_output: Callable[[], None] | None = None,
-    on_finish: Callable[[AgentRun], None] | None = None,
+    on_finish: Callable[[AgentRun, Statement], None] | None = None,
     waited: bool = False,
     read: bool = True,
 ) -> AgentRun | None:
     """Execute a queued run in this worker. Safe to call twice: only a queued run is executed. `run` may be
     given already loaded (with its agent and version); it is claimed the same way. `on_first_output` is called
     once the run's first output (a text delta, a tool call, an error…) is published, if it gets that far.
-    `on_finish` is called with the finished run (its steps at hand) inside the transaction that stores the
-    run's end, before `run_finished` is published: what it writes is stored with the run's end, or neither
-    is. Not called when this call did not execute the run.
+    `on_finish` is called with the finished run (its steps at hand) and the statement that will store the run's
+    end (`nexent_site.statements.Statement`), before `run_finished` is published: the parts it adds are stored
+    with the run's end, or neither is. Not called when this call did not execute the run.
 
     `read=False`: `run` was built from its task's message (`run_from_handoff`), not read from the database. Its
     row is read with its claim, in one statement, when the run is announced: a chat agent's once its model
@@ -585,10 +585,10 @@ def _run_close(
     engine: Engine | None,
     status: str,
     error: str,
-    on_finish: Callable[[AgentRun], None] | None,
+    on_finish: Callable[[AgentRun, Statement], None] | None,
 ) -> None:
     """The end of a run this worker executed: its error and usage events, then its final row, steps and usage in
-    one transaction (with `on_finish`'s writes), then `run_finished`."""
+    one statement (with `on_finish`'s writes), then `run_finished`."""
     recorder.stopping = True
     result = engine.result if engine else None
     if result:
@@ -607,15 +607,13 @@ def _run_close(
             EventType.RUN_FINISHED, {"status": str(status), "error": error, "duration_ms": run.duration_ms}
         )
         run.last_seq = finished["seq"]
-        with transaction.atomic():  # every step, the closing one's included, with the run's final row and usage
-            _run_end_write(run, recorder.steps_take(), status, error)
-            # what was just written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
-            run._prefetched_objects_cache = {
-                **getattr(run, "_prefetched_objects_cache", {}),
-                "steps": recorder.written,
-            }
-            if on_finish is not None:
-                on_finish(run)
+        end = Statement()  # every step, the closing one's included, with the run's final row and usage
+        _run_end_parts(end, run, recorder.steps_take(), status, error)
+        # what is being written, as if prefetched: `run.steps.all()` needs no query (the chat turn reads them)
+        run._prefetched_objects_cache = {**getattr(run, "_prefetched_objects_cache", {}), "steps": recorder.written}
+        if on_finish is not None:
+            on_finish(run, end)
+        end.execute()
         run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
         recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
     finally:
@@ -711,27 +709,18 @@ RUN_END_FIELDS = (
 )
 
 
-def _run_end_write(run: AgentRun, steps: list[RunStep], status: str, error: str) -> None:
-    """The end of `run`, in one statement: its last `steps`, its row's RUN_END_FIELDS (with `status`, `error` and
-    the time) and its usage record (`usage_record_sql`). They were three statements, each a round trip in the
-    worker that waited for a CPU and the GIL under load, and each a Django compile (`bulk_create` most of all)."""
+def _run_end_parts(statement: Statement, run: AgentRun, steps: list[RunStep], status: str, error: str) -> None:
+    """The end of `run` as parts of `statement`: its last `steps`, its row's RUN_END_FIELDS (with `status`,
+    `error` and the time) and its usage record (`usage_record_sql`). They were three statements in a transaction,
+    each a round trip of the worker's thread that waited for a CPU and the GIL under load."""
     run.status, run.error, run.finished_at = status, error, timezone.now()
-    parts: list[str] = []
-    params: tuple[Any, ...] = ()
     if steps:
-        steps_sql, params = insert_sql(RunStep, steps, returning=True)
-        parts.append(f"steps AS ({steps_sql})")
-    end_sql, end_params = update_sql(run, RUN_END_FIELDS)
-    record, (usage_sql, usage_params) = usage_record_sql(run=run)
-    parts += [f"ended AS ({end_sql})", f"usage AS ({usage_sql})"]
-    step_ids = "ARRAY(SELECT id FROM steps ORDER BY id)" if steps else "ARRAY[]::integer[]"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH {', '.join(parts)} SELECT (SELECT id FROM usage), {step_ids}", params + end_params + usage_params
-        )
-        usage_id, ids = cursor.fetchone()
-    marked_saved(steps, ids)
-    usage_recorded(record, usage_id)
+        statement.part("run_steps", insert_sql(RunStep, steps, returning=True))
+        statement.returns("ARRAY(SELECT id FROM run_steps ORDER BY id)", lambda ids: marked_saved(steps, ids))
+    statement.part("run_end", update_sql(run, RUN_END_FIELDS))
+    record, usage = usage_record_sql(run=run)
+    statement.part("run_usage", usage)
+    statement.returns("(SELECT id FROM run_usage)", lambda pk: usage_recorded(record, pk))
 
 
 def runs_watchdog() -> int:

@@ -61,6 +61,90 @@ def test_finalizing_a_message_again_rebuilds_its_units_and_citations_once(tenant
         assert stored.citations.count() == 1
 
 
+def _pending_answer_of_a_cited_run(tenant: Tenant) -> tuple[Message, AgentRun]:
+    """A pending answer whose run finished with a step and a final answer citing two passages, one without a
+    page."""
+    agent = Agent.objects.create(name="Joined", slug="joined")
+    run = AgentRun.objects.create(
+        agent=agent, spec={}, trigger="chat", status=RunStatus.SUCCEEDED, output="Both [1][2].", tokens_out=3
+    )
+    cited = [
+        {"index": 1, "document_id": 3, "document_title": "Handbook", "chunk_id": 9, "page": 4, "text": "one"},
+        {"index": 2, "document_id": 5, "document_title": "Notes", "chunk_id": 11, "text": "two", "score": 0.5},
+    ]
+    RunStep.objects.bulk_create(
+        [
+            RunStep(run=run, seq=2, type="step_started", data={"step": 1}),
+            RunStep(run=run, seq=3, type="final_answer", data={"text": run.output, "citations": cited}),
+        ]
+    )
+    conversation = Conversation.objects.create(user=User.objects.get(email=owner_email("alpha")), agent=agent)
+    message = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, run=run
+    )
+    return message, run
+
+
+def test_the_workers_answer_is_written_by_the_statement_that_writes_its_runs_end(tenant_a: Tenant) -> None:
+    """`message_finalize_with_run_end`: the answer, its units and its citations are parts of one statement (the
+    run's end adds its own), and come back as `message_finalize` would leave them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.services import message_finalize_with_run_end
+    from nexent_site.statements import Statement
+
+    with tenant_context(tenant_a):
+        message, run = _pending_answer_of_a_cited_run(tenant_a)
+        done: list[Message] = []
+        statement = Statement()
+        message_finalize_with_run_end(message=message, run=run, statement=statement, done=done.append)
+
+        with CaptureQueriesContext(connection) as queries:
+            statement.execute()
+
+        assert len(queries.captured_queries) == 1
+        assert done == [message] and (message.status, message.content) == ("completed", "Both [1][2].")
+        stored = Message.objects.get(pk=message.pk)
+        assert (stored.status, stored.content, stored.tokens_out) == ("completed", "Both [1][2].", 3)
+        assert list(stored.units.values_list("pk", "position", "kind")) == [
+            (unit.pk, unit.position, unit.kind)
+            for unit in message.units.all()  # at hand, with their ids
+        ]
+        assert [unit.kind for unit in message.units.all()] == ["step", "final_answer"]
+        assert list(stored.citations.values_list("index", "document_title", "page", "score")) == [
+            (1, "Handbook", 4, 0.0),
+            (2, "Notes", None, 0.5),
+        ]
+        assert [c.pk for c in message.citations.all()] == list(stored.citations.values_list("pk", flat=True))
+
+
+def test_an_answer_closed_meanwhile_is_rebuilt_after_the_runs_end_not_added_to(tenant_a: Tenant) -> None:
+    """A stop (or the watchdog) wrote the answer while the run was ending: the statement's `UPDATE` finds it no
+    longer being written and writes neither units nor citations; the answer is then rebuilt from the run, as a
+    second `message_finalize` does, without twice as many units."""
+    from conversations.models import MessageUnit
+    from conversations.services import message_finalize_with_run_end
+    from nexent_site.statements import Statement
+
+    with tenant_context(tenant_a):
+        message, run = _pending_answer_of_a_cited_run(tenant_a)
+        # closed meanwhile, by another writer, with what it had
+        Message.objects.filter(pk=message.pk).update(status=Message.Status.STOPPED, content="Bo")
+        MessageUnit.objects.create(message=message, position=0, kind="step", data={"step": 1})
+        done: list[Message] = []
+        statement = Statement()
+        message_finalize_with_run_end(message=message, run=run, statement=statement, done=done.append)
+
+        statement.execute()
+
+        stored = Message.objects.get(pk=message.pk)
+        assert len(done) == 1 and done[0].pk == message.pk
+        assert (stored.status, stored.content) == ("completed", "Both [1][2].")
+        assert list(stored.units.values_list("position", "kind")) == [(0, "step"), (1, "final_answer")]
+        assert stored.citations.count() == 2
+
+
 def _finished_answer(tenant: Tenant, output: str) -> Message:
     """A pending answer whose run finished with a tool call, its result and a cited final answer."""
     agent = Agent.objects.create(name="Snapshot", slug="snapshot")
@@ -237,6 +321,49 @@ def test_a_turn_finalizes_its_message_from_the_steps_its_run_just_wrote(tenant_a
             unit.kind
             for unit in message_finalize(message=stored).units.all()  # again, read from the database
         ]
+
+
+def test_a_turns_end_is_one_statement_from_the_runs_last_steps_to_its_answers_units(
+    tenant_a: Tenant, fake_llm: FakeOpenAI
+) -> None:
+    """The worker's path, against the local OpenAI-compatible test server standing in for the provider: the
+    run's steps, its row, its usage and the answer with its units are written by one statement (one round
+    trip)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.services.agents import agent_publish
+    from agents.services.runs import run_execute
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_message_send, conversation_start, message_finalize_with_run_end
+    from nexent_site.testing.fake_openai import Reply
+
+    with tenant_context(tenant_a):
+        user = User.objects.get(email=owner_email("alpha"))
+        agent = Agent.objects.create(name="Ender", slug="ender", mode="chat", chat_provider=make_provider(fake_llm))
+        agent_publish(agent=agent)
+        conversation = conversation_start(user=user, agent=agent)
+        _, answer = conversation_message_send(conversation=conversation, user=user, content="hello")
+        fake_llm.script(Reply(content="Ended well."))
+        done: list[Message] = []
+
+        with CaptureQueriesContext(connection) as queries:
+            run_execute(
+                run_id=str(answer.run_id),
+                run=answer.run,
+                on_finish=lambda finished, end: message_finalize_with_run_end(
+                    message=answer, run=finished, statement=end, done=done.append
+                ),
+            )
+
+        writes = [q["sql"] for q in queries.captured_queries if 'UPDATE "conversations_message"' in q["sql"]]
+        assert len(writes) == 1
+        for part in ('UPDATE "agents_agentrun"', 'INSERT INTO "agents_usagerecord"', '"conversations_messageunit"'):
+            assert part in writes[0]
+        stored = Message.objects.get(pk=answer.pk)
+        assert done and (stored.status, stored.content) == ("completed", "Ended well.")
+        assert [unit.kind for unit in stored.units.all()] == ["step", "final_answer"]
+        assert stored.run.status == RunStatus.SUCCEEDED and stored.run.usage.tokens_out == stored.run.tokens_out
 
 
 def test_a_conversation_without_files_gives_the_agent_the_same_history_from_three_columns(tenant_a: Tenant) -> None:
