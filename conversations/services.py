@@ -511,9 +511,7 @@ def message_finalize_with_run_end(
     for name, objs, model in (("answer_units", units, MessageUnit), ("answer_citations", citations, Citation)):
         if objs:
             statement.part(name, insert_where_sql(model, objs, where="EXISTS (SELECT 1 FROM answer)", returning=True))
-            statement.returns(
-                f"ARRAY(SELECT id FROM {name} ORDER BY id)", lambda ids, objs=objs: ids and marked_saved(objs, ids)
-            )
+            statement.returns(f"ARRAY(SELECT id FROM {name} ORDER BY id)", functools.partial(_marked_if_written, objs))
 
     def written(updated: int) -> None:
         if not updated:  # closed meanwhile by someone else: rebuilt from this run, as a second writer does
@@ -524,6 +522,11 @@ def message_finalize_with_run_end(
         done(message)
 
     statement.returns("(SELECT count(*) FROM answer)", written)
+
+
+def _marked_if_written(objs: list[Any], ids: list[int]) -> None:
+    if ids:  # none when the answer's UPDATE found it closed already
+        marked_saved(objs, ids)
 
 
 def _finalized_fields(message: Message, run: AgentRun) -> dict[str, Any]:

@@ -101,15 +101,6 @@ def usage_recorded(record: UsageRecord, pk: int | None) -> UsageRecord:
     return record
 
 
-def usage_record(*, run: AgentRun) -> UsageRecord:
-    """Record a finished run's tokens (once per run), in one statement (`usage_record_sql`)."""
-    record, (sql, params) = usage_record_sql(run=run)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return usage_recorded(record, row[0] if row else None)
-
-
 def _usage_count(record: UsageRecord) -> None:
     client = redis_client()
     for api_key_id in {None, record.api_key_id}:

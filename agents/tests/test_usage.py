@@ -11,8 +11,9 @@ from django.db.models import Sum
 from django_tenants.utils import tenant_context
 
 from agents.models import Agent, AgentRun, RunStatus, UsageRecord
-from agents.services.usage import usage_counter_key, usage_record
+from agents.services.usage import usage_counter_key, usage_record_sql, usage_recorded
 from nexent_site.redis_pool import redis_client
+from nexent_site.statements import Statement
 from tenants.models import Tenant
 
 pytestmark = pytest.mark.django_db
@@ -26,13 +27,24 @@ def in_tenant_a(tenant_a: Tenant) -> Iterator[None]:
         redis_client().delete(usage_counter_key())
 
 
+def usage_record(run: AgentRun) -> UsageRecord:
+    """A run's usage recorded as the run's close records it: a part of a statement."""
+    record, insert = usage_record_sql(run=run)
+    recorded: list[UsageRecord] = []
+    statement = Statement()
+    statement.part("run_usage", insert)
+    statement.returns("(SELECT id FROM run_usage)", lambda pk: recorded.append(usage_recorded(record, pk)))
+    statement.execute()
+    return recorded[0]
+
+
 @pytest.fixture
 def record(django_capture_on_commit_callbacks: Any) -> Any:
-    """usage_record, committed: the counters move when the recording transaction commits."""
+    """The usage recorded, committed: the counters move when the recording transaction commits."""
 
     def call(run: AgentRun) -> UsageRecord:
         with django_capture_on_commit_callbacks(execute=True):
-            return usage_record(run=run)
+            return usage_record(run)
 
     return call
 
@@ -100,10 +112,10 @@ def test_a_run_is_recorded_in_one_statement_even_when_it_was_recorded_already(re
     record(run)
 
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-        usage_record(run=run)  # recorded already: inserts nothing
+        usage_record(run)  # recorded already: inserts nothing
         AgentRun.objects.filter(pk=run.pk).update(tokens_out=1)  # the transaction is still usable
 
     statements = [q["sql"].split()[0] for q in queries.captured_queries]
-    assert statements[:2] == ["INSERT", "SELECT"]  # the insert that found the run's record, and reading it
+    assert statements[:2] == ["WITH", "SELECT"]  # the insert that found the run's record, and reading it
     assert not any("SAVEPOINT" in q["sql"] for q in queries.captured_queries)
     assert UsageRecord.objects.filter(run=run).count() == 1
