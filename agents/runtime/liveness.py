@@ -47,13 +47,10 @@ class _Liveness:
                 self._thread.start()
         self._new.set()
 
-    def stop(self, key: str) -> None:
+    def forget(self, key: str) -> None:
+        """No longer refreshed (the caller deletes the key)."""
         with self._lock:
             self._keys.discard(key)
-        try:
-            redis_client().delete(key)
-        except RedisError:  # it expires by itself
-            logger.warning("could not clear a run's liveness key")
 
     def _refresh_forever(self) -> None:
         while True:
@@ -80,12 +77,16 @@ _liveness = _Liveness()
 
 
 def run_alive_start(schema_name: str, run_id: str) -> None:
-    """This process executes the run from now on: its key is kept alive until `run_alive_stop`."""
+    """This process executes the run from now on: its key is kept alive until `run_alive_forget`."""
     _liveness.start(run_alive_key(schema_name, run_id))
 
 
-def run_alive_stop(schema_name: str, run_id: str) -> None:
-    _liveness.stop(run_alive_key(schema_name, run_id))
+def run_alive_forget(schema_name: str, run_id: str) -> str:
+    """The run has ended here: its key is no longer kept alive. Returns the key, for the caller to delete in a
+    round trip it makes anyway (the run's last events')."""
+    key = run_alive_key(schema_name, run_id)
+    _liveness.forget(key)
+    return key
 
 
 def run_is_alive(schema_name: str, run_id: str) -> bool:

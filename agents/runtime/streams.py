@@ -67,6 +67,19 @@ return 0
 """
 
 
+# A run's last events (its error and usage, then `run_finished`) in one command, after its end is stored, with the
+# removal of the key that said a worker was executing it (KEYS[2]): they were a round trip each.
+_PUBLISH_CLOSING = """
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], 'event', ARGV[i + 1])
+  redis.call('PUBLISH', ARGV[3], ARGV[i + 2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 0
+"""
+
+
 class RunEventPublisher:
     """Appends each event to the run's Redis stream and sends it to the run's group, in one round trip: the
     event is in the stream before any consumer receives it. With a `watch_key` (the run's cancel flag), the
@@ -86,6 +99,7 @@ class RunEventPublisher:
         self._expiry_due = 0.0
         self._keys = [self.stream_key, watch_key] if watch_key else [self.stream_key]
         self._script = self.redis.register_script(_PUBLISH)
+        self._closing_script = self.redis.register_script(_PUBLISH_CLOSING)
 
     def publish(self, event: dict) -> None:
         channel, payload = group_message(self.group, {"type": "run.event", "event": event})
@@ -98,6 +112,16 @@ class RunEventPublisher:
         exists = self._script(keys=self._keys, args=args)
         if self.watch_key:
             self.watched_key_exists = bool(exists)
+
+    def publish_closing(self, events: list[dict], *, delete_key: str) -> None:
+        """The run's last `events`, in order, in one round trip that also deletes `delete_key`. An event the stream
+        refuses stops the rest, as `publish` would (the key is deleted first)."""
+        channel, each = "", []
+        for event in events:
+            channel, payload = group_message(self.group, {"type": "run.event", "event": event})  # the same channel
+            each += [f"{event['seq']}-1", json.dumps(event), payload]
+        args = [self.MAX_LEN, settings.RUN_EVENTS_TTL_S, channel, *each]
+        self._closing_script(keys=[self.stream_key, delete_key], args=args)
 
     def last_seq(self) -> int:
         """The seq of the last event in the run's stream (0: none, or expired)."""

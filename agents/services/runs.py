@@ -33,7 +33,7 @@ from agents.models import Agent, AgentRun, McpServer, RunStatus, RunStep
 from agents.runtime.engine import Engine, RunFailed, RunNotClaimed, RunStopped
 from agents.runtime.events import STORED_EVENT_TYPES, EventType, make_event
 from agents.runtime.limits import ProviderSlot, provider_slots_key, slots_try_acquire_all, tenant_runs_slots_key
-from agents.runtime.liveness import run_alive_start, run_alive_stop, run_is_alive
+from agents.runtime.liveness import run_alive_forget, run_alive_start, run_is_alive
 from agents.runtime.streams import RunEventPublisher, redis_client, run_cancel_key, run_events_since
 from agents.runtime.waiters import run_waiting_add, run_waiting_next, run_waiting_remove
 from agents.services.agents import agent_spec_build
@@ -595,11 +595,17 @@ def _run_close(
         run.output, run.tokens_in, run.tokens_out = result.output, result.tokens_in, result.tokens_out
         run.usage_estimated = result.usage_estimated
     try:
+        # the run's last events: numbered and stored with its end, published once it is stored
+        closing = []
         if status != RunStatus.SUCCEEDED:
-            recorder.emit(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
-        recorder.emit(
-            EventType.USAGE,
-            {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "estimated": run.usage_estimated},
+            closing.append(
+                recorder.stored_event(EventType.ERROR, {"message": error, "code": str(status), "fatal": True})
+            )
+        closing.append(
+            recorder.stored_event(
+                EventType.USAGE,
+                {"tokens_in": run.tokens_in, "tokens_out": run.tokens_out, "estimated": run.usage_estimated},
+            )
         )
         run.ttft_ms = recorder.first_token_ms
         run.duration_ms = int((time.monotonic() - recorder.started) * 1000)
@@ -614,8 +620,10 @@ def _run_close(
         if on_finish is not None:
             on_finish(run, end)
         end.execute()
-        run_alive_stop(recorder.schema, str(run.id))  # its row says it ended: a delivery from now on leaves it
-        recorder.publisher.publish(finished)  # last: a client that sees it finds the run and its steps stored
+        # after the end is stored (a client that sees `run_finished` finds the run and its steps), in one round
+        # trip with the liveness key's removal (its row says it ended: a delivery from now on leaves it)
+        alive_key = run_alive_forget(recorder.schema, str(run.id))
+        recorder.publisher.publish_closing([*closing, finished], delete_key=alive_key)
     finally:
         recorder.close()
 

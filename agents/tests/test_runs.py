@@ -533,6 +533,57 @@ def test_an_event_the_stream_refuses_is_not_sent_to_the_runs_group(tenant_a: Ten
     assert held not in pool._in_use_connections
 
 
+def test_a_runs_last_events_go_out_in_one_round_trip_that_also_removes_its_liveness_key(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """`publish_closing`: the run's usage and `run_finished`, in order, to its stream and its group, and its
+    liveness key removed, in one command; the same run id's key in another tenant is not touched. An event the
+    stream refuses stops the rest, as `publish` would."""
+    import redis as redis_lib
+
+    from agents.runtime.events import make_event
+    from agents.runtime.liveness import run_alive_key
+    from agents.runtime.streams import RunEventPublisher, group_message, redis_client
+
+    run_id = str(uuid.uuid4())
+    client = redis_client()
+    mine, theirs = run_alive_key(tenant_a.schema_name, run_id), run_alive_key(tenant_b.schema_name, run_id)
+    client.set(mine, "1", ex=60)
+    client.set(theirs, "1", ex=60)
+    publisher = RunEventPublisher(tenant_a.schema_name, run_id)
+    channel, _ = group_message(publisher.group, {})
+    listener = client.pubsub()
+    listener.subscribe(channel)
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        publisher.publish(make_event(EventType.STEP_STARTED, run_id=run_id, seq=1, data={"step": 1}))
+        closing = [
+            make_event(EventType.USAGE, run_id=run_id, seq=2, data={"tokens_in": 1, "tokens_out": 2}),
+            make_event(EventType.RUN_FINISHED, run_id=run_id, seq=3, data={"status": "succeeded"}),
+        ]
+
+        publisher.publish_closing(closing, delete_key=mine)
+
+        received = []
+        while (message := listener.get_message(timeout=1)) is not None:
+            received.append(message)
+        assert len(received) == 3
+        stored = run_events_since(tenant_a.schema_name, run_id)
+        assert [(e["seq"], e["type"]) for e in stored] == [(1, "step_started"), (2, "usage"), (3, "run_finished")]
+        assert not client.exists(mine) and client.exists(theirs)
+        assert client.ttl(publisher.stream_key) > 0
+
+        # a second worker's close of the same run: refused by the stream, sent to nobody
+        with pytest.raises(redis_lib.ResponseError):
+            publisher.publish_closing(closing, delete_key=mine)
+        assert listener.get_message(timeout=1) is None
+        assert len(run_events_since(tenant_a.schema_name, run_id)) == 3
+    finally:
+        listener.close()
+        publisher.close()
+        client.delete(theirs, publisher.stream_key)
+
+
 def test_stored_steps_are_written_mid_run_once_one_is_worth_reading(
     committed: Committed, published_agent: Any, tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
