@@ -515,8 +515,7 @@ def message_finalize_with_run_end(
 
     def written(updated: int) -> None:
         if not updated:  # closed meanwhile by someone else: rebuilt from this run, as a second writer does
-            with transaction.atomic():
-                done(message_finalize(message=message, run=run))
+            done(message_finalize(message=message, run=run))  # in a transaction of its own
             return
         message._prefetched_objects_cache = {"units": units, "citations": citations}
         done(message)

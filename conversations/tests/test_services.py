@@ -289,25 +289,34 @@ def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
         assert Conversation.objects.get(pk=theirs.pk).title == ""
 
 
+def _turn_sent(fake_llm: FakeOpenAI, slug: str, *, reply: str) -> Message:
+    """In the current tenant: a chat agent on the local OpenAI-compatible test server (standing in for the
+    provider), published, and a turn sent to it by alpha's owner, the model scripted to answer `reply`. Returns
+    the turn's pending answer (with its run)."""
+    from agents.services.agents import agent_publish
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_message_send, conversation_start
+    from nexent_site.testing.fake_openai import Reply
+
+    user = User.objects.get(email=owner_email("alpha"))
+    agent = Agent.objects.create(name=slug.title(), slug=slug, mode="chat", chat_provider=make_provider(fake_llm))
+    agent_publish(agent=agent)
+    conversation = conversation_start(user=user, agent=agent)
+    _, answer = conversation_message_send(conversation=conversation, user=user, content="hello")
+    fake_llm.script(Reply(content=reply))
+    return answer
+
+
 def test_a_turn_finalizes_its_message_from_the_steps_its_run_just_wrote(tenant_a: Tenant, fake_llm: FakeOpenAI) -> None:
     """The worker's path: the run executed (against the local OpenAI-compatible test server standing in for the
     provider), then its message written from the steps the run wrote, without reading them back."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from agents.services.agents import agent_publish
     from agents.services.runs import run_execute
-    from agents.tests.fixtures import make_provider
-    from conversations.services import conversation_message_send, conversation_start
-    from nexent_site.testing.fake_openai import Reply
 
     with tenant_context(tenant_a):
-        user = User.objects.get(email=owner_email("alpha"))
-        agent = Agent.objects.create(name="Turner", slug="turner", mode="chat", chat_provider=make_provider(fake_llm))
-        agent_publish(agent=agent)
-        conversation = conversation_start(user=user, agent=agent)
-        _, answer = conversation_message_send(conversation=conversation, user=user, content="hello")
-        fake_llm.script(Reply(content="Hello back."))
+        answer = _turn_sent(fake_llm, "turner", reply="Hello back.")
         run = run_execute(run_id=str(answer.run_id), run=answer.run)
 
         with CaptureQueriesContext(connection) as queries:
@@ -332,19 +341,11 @@ def test_a_turns_end_is_one_statement_from_the_runs_last_steps_to_its_answers_un
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from agents.services.agents import agent_publish
     from agents.services.runs import run_execute
-    from agents.tests.fixtures import make_provider
-    from conversations.services import conversation_message_send, conversation_start, message_finalize_with_run_end
-    from nexent_site.testing.fake_openai import Reply
+    from conversations.services import message_finalize_with_run_end
 
     with tenant_context(tenant_a):
-        user = User.objects.get(email=owner_email("alpha"))
-        agent = Agent.objects.create(name="Ender", slug="ender", mode="chat", chat_provider=make_provider(fake_llm))
-        agent_publish(agent=agent)
-        conversation = conversation_start(user=user, agent=agent)
-        _, answer = conversation_message_send(conversation=conversation, user=user, content="hello")
-        fake_llm.script(Reply(content="Ended well."))
+        answer = _turn_sent(fake_llm, "ender", reply="Ended well.")
         done: list[Message] = []
 
         with CaptureQueriesContext(connection) as queries:
