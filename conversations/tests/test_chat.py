@@ -337,6 +337,10 @@ async def test_a_page_that_joins_after_the_answer_ended_gets_the_stored_answer_o
     then. Its resume replays the run to `run_finished`, then gives it the stored answer, and only once."""
     conversation, cookie = await asyncio.to_thread(chat, "late-page", mode="chat")
     fake_llm.script(Reply(content="Finished before you looked."))
+    # titled already: no `title` frame (sent when a first answer's title is made) reaches the page meanwhile
+    await asyncio.to_thread(
+        committed.run, tenant_a, lambda: Conversation.objects.filter(pk=conversation.pk).update(title="Late page")
+    )
 
     # given: a turn answered while no page of it was open
     sender = socket(tenant_a, conversation.pk, cookie)
