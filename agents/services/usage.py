@@ -55,6 +55,11 @@ def _tokens_from_records(api_key_id: int | None) -> int:
     return totals["tokens_in"] + totals["tokens_out"]
 
 
+# counter key -> (when this process last read it, the tokens it held); the key names the tenant and the month
+_read_at: dict[str, tuple[float, int]] = {}
+READ_AT_KEPT = 10_000  # entries kept before the map starts again from empty
+
+
 def usage_month_tokens(*, api_key_id: int | None = None) -> int:
     """Tokens used this calendar month (UTC) by the tenant, or by one API key."""
     client = redis_client()
@@ -65,11 +70,6 @@ def usage_month_tokens(*, api_key_id: int | None = None) -> int:
         client.set(key, value, nx=True, ex=COUNTER_TTL_S)
     _read_at[key] = (time.monotonic(), int(value))
     return int(value)
-
-
-# counter key -> (when this process last read it, the tokens it held); the key names the tenant and the month
-_read_at: dict[str, tuple[float, int]] = {}
-READ_AT_KEPT = 10_000  # entries kept before the map starts again from empty
 
 
 def _month_tokens_for_check(api_key_id: int | None = None) -> int:
