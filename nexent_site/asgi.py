@@ -32,9 +32,10 @@ def with_asgi_threads(app: Callable) -> Callable:
 
     The websocket consumers' database calls (`database_sync_to_async`, not thread-sensitive: see
     `nexent_site.tenancy.run_in_tenant`) run in that executor. Daphne sizes it from `ASGI_THREADS`; uvicorn leaves
-    Python's default, min(32, CPUs + 4) threads: 6 on two vCPUs. At 50 chats on two vCPUs, 10 (the Procfile's) did
-    better than 6, where sends arriving together queued for a thread, and than 16 or 32, where they ran at once and
-    waited for the GIL instead (docs/benchmarks-chat.md, twenty-first session)."""
+    Python's default, min(32, CPUs + 4) threads: 6 on two vCPUs, 32 on 28 or more. At 50 chats on two vCPUs, 10 (the
+    Procfile's) measured as well as 6 or a little better; 32 (the Procfile's value before, which had no effect) and
+    16 were worse: the sends that arrive together ran at once and waited for the GIL instead of for a thread
+    (docs/benchmarks-chat.md, twenty-first session)."""
     threads = int(os.environ.get("ASGI_THREADS") or 0)
     if threads <= 0:
         return app
