@@ -14,6 +14,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up first)
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from api.mcp_server import is_mcp_path, mcp_application  # noqa: E402
 from nexent_site.process_ready import process_ready  # noqa: E402
@@ -27,8 +28,9 @@ async def http_application(scope: dict, receive: Callable, send: Callable) -> No
     return await django_asgi_app(scope, receive, send)
 
 
-def with_asgi_threads(app: Callable) -> Callable:
-    """`app`, with its event loop's default executor given `ASGI_THREADS` threads (when set) before its first call.
+def with_asgi_threads(app: Callable, threads: int) -> Callable:
+    """`app`, with its event loop's default executor given `threads` threads (`ASGI_THREADS`; 0: Python's default)
+    before its first call.
 
     The websocket consumers' database calls (`database_sync_to_async`, not thread-sensitive: see
     `nexent_site.tenancy.run_in_tenant`) run in that executor. Daphne sizes it from `ASGI_THREADS`; uvicorn leaves
@@ -36,7 +38,6 @@ def with_asgi_threads(app: Callable) -> Callable:
     Procfile's) measured as well as 6 or a little better; 32 (the Procfile's value before, which had no effect) and
     16 were worse: the sends that arrive together ran at once and waited for the GIL instead of for a thread
     (docs/benchmarks-chat.md, twenty-first session)."""
-    threads = int(os.environ.get("ASGI_THREADS") or 0)
     if threads <= 0:
         return app
     sized: set[int] = set()  # the loops (by id) given the executor: one per process under uvicorn
@@ -57,7 +58,8 @@ application = with_asgi_threads(
             "http": http_application,
             "websocket": AllowedHostsOriginValidator(TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns))),
         }
-    )
+    ),
+    settings.ASGI_THREADS,
 )
 
 process_ready()  # before the first request: URLconfs and templates loaded, start-up's objects frozen

@@ -386,6 +386,9 @@ RUN_ALIVE_TTL_S = env.float("RUN_ALIVE_TTL_S", default=30)
 # An answer's text goes out as it comes, but tokens arriving faster than this are gathered into one
 # `text_delta` event (0: one event per token). See agents.runtime.engine.TextDeltas.
 RUN_TEXT_DELTA_INTERVAL_MS = env.int("RUN_TEXT_DELTA_INTERVAL_MS", default=60)
+# Threads of the web process's event-loop executor, where the websocket consumers' database calls run (0: Python's
+# default). The Procfile sets 10; see nexent_site/asgi.py.
+ASGI_THREADS = env.int("ASGI_THREADS", default=0)
 # A new run's quota check (the month's tokens, in Redis) uses what its process read this recently (seconds; 0: read
 # every time). See agents.services.usage.
 USAGE_QUOTA_READ_VALID_S = env.float("USAGE_QUOTA_READ_VALID_S", default=1.0)

@@ -4,7 +4,6 @@ the websocket consumers' database calls run, gets that many threads. Python's de
 import asyncio
 import threading
 
-import pytest
 from asgiref.sync import sync_to_async
 
 from nexent_site.asgi import with_asgi_threads
@@ -14,10 +13,9 @@ async def _inner(scope: dict, receive: object, send: object) -> None:
     scope["served"] = True
 
 
-def test_the_loops_executor_runs_asgi_threads_calls_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_loops_executor_runs_asgi_threads_calls_at_once() -> None:
     # given: an application wrapped with ASGI_THREADS=40
-    monkeypatch.setenv("ASGI_THREADS", "40")
-    app = with_asgi_threads(_inner)
+    app = with_asgi_threads(_inner, 40)
     scope: dict = {"type": "http"}
     barrier = threading.Barrier(40, timeout=20)  # passes only when 40 threads wait on it together
 
@@ -31,6 +29,5 @@ def test_the_loops_executor_runs_asgi_threads_calls_at_once(monkeypatch: pytest.
     assert scope["served"]
 
 
-def test_without_asgi_threads_the_application_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ASGI_THREADS", raising=False)
-    assert with_asgi_threads(_inner) is _inner
+def test_without_asgi_threads_the_application_is_left_as_it_is() -> None:
+    assert with_asgi_threads(_inner, 0) is _inner
