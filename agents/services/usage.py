@@ -62,12 +62,18 @@ READ_AT_KEPT = 10_000  # entries kept before the map starts again from empty
 
 def usage_month_tokens(*, api_key_id: int | None = None) -> int:
     """Tokens used this calendar month (UTC) by the tenant, or by one API key."""
+    return _month_tokens_read(usage_counter_key(api_key_id), api_key_id)
+
+
+def _month_tokens_read(key: str, api_key_id: int | None) -> int:
+    """The counter `key` (`api_key_id`'s) read from Redis, seeded from the records when missing; noted in `_read_at`."""
     client = redis_client()
-    key = usage_counter_key(api_key_id)
     value = client.get(key)
     if value is None:
         value = _tokens_from_records(api_key_id)
         client.set(key, value, nx=True, ex=COUNTER_TTL_S)
+    if len(_read_at) >= READ_AT_KEPT:
+        _read_at.clear()
     _read_at[key] = (time.monotonic(), int(value))
     return int(value)
 
@@ -77,12 +83,11 @@ def _month_tokens_for_check(api_key_id: int | None = None) -> int:
     now. A quota check is late already by every run still being written (a run counts when it ends): a second more
     spares nearly every chat turn a Redis round trip on its way to the first token, which under load waits for a CPU
     and then for the web process's GIL."""
-    read = _read_at.get(usage_counter_key(api_key_id))
+    key = usage_counter_key(api_key_id)
+    read = _read_at.get(key)
     if read is not None and time.monotonic() - read[0] < settings.USAGE_QUOTA_READ_VALID_S:
         return read[1]
-    if len(_read_at) >= READ_AT_KEPT:
-        _read_at.clear()
-    return usage_month_tokens(api_key_id=api_key_id)
+    return _month_tokens_read(key, api_key_id)
 
 
 # INCRBY only where the counter exists: one that does not is seeded from the records instead.
