@@ -25,7 +25,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Field, Model
-from django.utils import timezone
 
 from agents.models import Agent, AgentRun, AgentVersion
 from conversations.models import Conversation, Message
@@ -62,6 +61,25 @@ def _values(fields: list[Field], obj: Model) -> list[Any]:
     return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
 
 
+def _message_placeholder(row: int, index: int, field: Field) -> str:
+    """The placeholder of message `row`'s value of its `index`th field; its conversation is the statement's."""
+    return "%(conversation)s" if field.name == "conversation" else f"%(m{row}_{index})s"
+
+
+def _message_values(row: int, message: Message) -> dict[str, Any]:
+    """Message `row`'s parameters (its conversation is the statement's `conversation`).
+
+    The statement has at most 50 parameters and 4,096 characters, so that psycopg reuses its parse of the SQL
+    (it caches only those; the parse of the statement took 0.16 ms of each send's CPU on slow vCPUs):
+    `test_the_statement_is_one_psycopg_reuses` keeps it so."""
+    fields = insert_fields(Message)
+    return {
+        f"m{row}_{i}": value
+        for i, (field, value) in enumerate(zip(fields, _values(fields, message), strict=True))
+        if field.name != "conversation"
+    }
+
+
 @functools.cache
 def _statement() -> str:
     """The statement's SQL, built once per process from the models (names quoted as Django quotes them)."""
@@ -74,16 +92,23 @@ def _statement() -> str:
     message_columns = ", ".join(q(f.column) for f in message_fields)
     updated_at = q(Conversation._meta.get_field("updated_at").column)
     rows = ", ".join(
-        "(" + ", ".join([str(j), *(f"%(m{j}_{i})s" for i in range(len(message_fields)))]) + ")" for j in range(2)
+        "(" + ", ".join([str(j), *(_message_placeholder(j, i, f) for i, f in enumerate(message_fields))]) + ")"
+        for j in range(2)
     )
+    # the statuses are constants: in the SQL, not parameters (see `_message_values`)
+    completed = connection.ops.compose_sql("%s", [Message.Status.COMPLETED.value])
+    active = connection.ops.compose_sql("%s", [[status.value for status in Message.ACTIVE_STATUSES]])
+    # the conversation moves to the top of its user's list at its new message's time
+    created_at = Message._meta.get_field("created_at")
+    now = _message_placeholder(0, message_fields.index(created_at), created_at)
     names = ", ".join(["ord", *(f"c{i}" for i in range(len(message_fields)))])
     return (
         # one pass over the conversation's messages (on its index): the history, and whether an answer is being written
         f"WITH messages AS ("
         f" SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content)"
-        f" ORDER BY m.created_at, m.id) FILTER (WHERE m.status = %(completed)s AND m.content <> ''),"
+        f" ORDER BY m.created_at, m.id) FILTER (WHERE m.status = {completed} AND m.content <> ''),"
         f" '[]'::jsonb) AS history,"
-        f" coalesce(bool_or(m.status = ANY(%(active)s)), false) AS busy"
+        f" coalesce(bool_or(m.status = ANY({active})), false) AS busy"
         f" FROM {message} m WHERE m.conversation_id = %(conversation)s"
         f"), turn AS ("
         f" SELECT c.title, messages.history FROM {conversation} c JOIN {agent} a ON a.id = c.agent_id"
@@ -99,8 +124,8 @@ def _statement() -> str:
         f" SELECT {', '.join(f'v.c{i}' for i in range(len(message_fields)))}"
         f" FROM new_run, (VALUES {rows}) AS v ({names}) ORDER BY v.ord RETURNING id"
         f"), touched AS ("
-        f" UPDATE {conversation} SET {updated_at} = %(now)s"
-        f" WHERE id = %(conversation)s AND {updated_at} < %(now)s AND EXISTS (SELECT 1 FROM new_run)"
+        f" UPDATE {conversation} SET {updated_at} = {now}"
+        f" WHERE id = %(conversation)s AND {updated_at} < {now} AND EXISTS (SELECT 1 FROM new_run)"
         f") SELECT (SELECT title FROM turn), new_run.input, ARRAY(SELECT id FROM new_messages ORDER BY id) FROM new_run"
     )
 
@@ -119,14 +144,11 @@ def turn_send_checked(
         "version": version.pk,
         "number": version.number,
         "spec": AgentVersion._meta.get_field("spec").get_db_prep_save(version.spec, connection),
-        "completed": Message.Status.COMPLETED.value,
-        "active": [status.value for status in Message.ACTIVE_STATUSES],
         "new_message": AgentRun._meta.get_field("input").get_db_prep_save(run.input, connection),
-        "now": Conversation._meta.get_field("updated_at").get_db_prep_save(timezone.now(), connection),
     }
     params.update((f"r{i}", value) for i, value in enumerate(_values(insert_fields(AgentRun), run)))
     for j, message in enumerate((user_message, assistant)):
-        params.update((f"m{j}_{i}", value) for i, value in enumerate(_values(insert_fields(Message), message)))
+        params.update(_message_values(j, message))
     with connection.cursor() as cursor:
         cursor.execute(_statement(), params)
         row = cursor.fetchone()

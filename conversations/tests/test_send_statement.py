@@ -290,3 +290,33 @@ def test_another_tenants_conversation_is_not_written_to_even_with_its_agents_ver
     # nor moved to the top of its user's list
     moved = committed.run(tenant_a, lambda: Conversation.objects.get(pk=conversation.pk).updated_at)
     assert moved == conversation.updated_at
+
+
+def test_the_statement_is_one_psycopg_reuses(committed: Any, tenant_a: Tenant, own_queue: str) -> None:
+    """psycopg parses a statement's SQL for its parameters on every execution (prepared or not), unless the
+    statement has at most 50 parameters and 4,096 characters (then it keeps the parse): the send's statement must
+    stay within both, or every send pays the parse again (0.16 ms of CPU on slow vCPUs). The second and third sends
+    in one statement each, the third's SQL found in psycopg's cache."""
+    from psycopg._queries import _query2pg_client  # psycopg's cache of its parses (its own, private)
+
+    committed.on_teardown(tenant_a, lambda: _forget_agent("reused"))
+
+    def turns() -> tuple[list[str], Any, Any]:
+        user, conversation = _chat_agent("reused")
+        _, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q1")
+        )
+        _answered(answer, "a1")
+        second, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q2")
+        )
+        _answered(answer, "a2")
+        before = _query2pg_client.cache_info()
+        third, _ = _statements(lambda: conversation_message_send(conversation=conversation, user=user, content="q3"))
+        return second + third, before, _query2pg_client.cache_info()
+
+    statements, before, after = committed.run(tenant_a, turns)
+
+    assert statements == ["WITH", "WITH"]
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+
