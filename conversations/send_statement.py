@@ -149,7 +149,7 @@ def turn_send_checked(
     params.update((f"r{i}", value) for i, value in enumerate(_values(insert_fields(AgentRun), run)))
     for j, message in enumerate((user_message, assistant)):
         params.update(_message_values(j, message))
-    with connection.cursor() as cursor:
+    with connection.prepared_cursor() as cursor:  # parsed and planned once per connection (nexent_site.db_backend)
         cursor.execute(_statement(), params)
         row = cursor.fetchone()
     if row is None:

@@ -179,6 +179,11 @@ if env.bool("DATABASE_POOL", default=False):
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=40),
         "timeout": 20,
     }
+# Hot statements (the chat send's) are prepared on their connection: PostgreSQL parses and plans them once
+# (nexent_site/db_backend). Turn off behind a pooler in transaction mode without protocol-level prepared
+# statements (PgBouncer before 1.21, or without max_prepared_statements).
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)  # psycopg's default
 # Celery worker threads keep their connection between tasks for this many seconds (0: a new connection per
 # task, which cost 5-10 ms before each chat turn's first query). Bounded by the worker's concurrency; see
 # nexent_site/celery.py.

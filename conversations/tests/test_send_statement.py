@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django_tenants.utils import tenant_context
 
 from accounts.models import User
 from agents.models import Agent, AgentRun, AgentVersion
@@ -297,7 +299,7 @@ def test_the_statement_is_one_psycopg_reuses(committed: Any, tenant_a: Tenant, o
     statement has at most 50 parameters and 4,096 characters (then it keeps the parse): the send's statement must
     stay within both, or every send pays the parse again (0.16 ms of CPU on slow vCPUs). The second and third sends
     in one statement each, the third's SQL found in psycopg's cache."""
-    from psycopg._queries import _query2pg_client  # psycopg's cache of its parses (its own, private)
+    from psycopg._queries import _query2pg  # psycopg's cache of its parses (its own, private)
 
     committed.on_teardown(tenant_a, lambda: _forget_agent("reused"))
 
@@ -311,12 +313,147 @@ def test_the_statement_is_one_psycopg_reuses(committed: Any, tenant_a: Tenant, o
             lambda: conversation_message_send(conversation=conversation, user=user, content="q2")
         )
         _answered(answer, "a2")
-        before = _query2pg_client.cache_info()
+        before = _query2pg.cache_info()
         third, _ = _statements(lambda: conversation_message_send(conversation=conversation, user=user, content="q3"))
-        return second + third, before, _query2pg_client.cache_info()
+        return second + third, before, _query2pg.cache_info()
 
     statements, before, after = committed.run(tenant_a, turns)
 
     assert statements == ["WITH", "WITH"]
     assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
 
+
+def _first_words(queries: CaptureQueriesContext) -> list[str]:
+    """The first word of each statement but the month's usage (read once in a while) and the search_path's SET."""
+    words = [q["sql"].split()[0] for q in queries.captured_queries if "agents_usagerecord" not in q["sql"]]
+    return [word for word in words if word != "SET"]
+
+
+def _prepared_sends() -> int:
+    """How many statements prepared on this connection are the send's (PostgreSQL's own list)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'WITH messages AS%%'")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "DATABASE_PREPARED_STATEMENTS off"])
+def test_on_one_connection_each_tenants_turns_are_written_in_its_own_schema(
+    committed: Any, tenant_a: Tenant, tenant_b: Tenant, own_queue: str, prepared: bool
+) -> None:
+    """The statement is bound on the server and prepared on its connection by its first run; PostgreSQL parses a
+    prepared statement again when the connection's search_path changes. On one connection, tenant A's turns, then
+    tenant B's, then A's again: each in one statement, with its own conversation's history, written in its own
+    schema; one statement prepared on the connection for all three. With prepared statements turned off (the
+    connection's `prepare_threshold` None, as `DATABASE_PREPARED_STATEMENTS=false` makes it) the same turns are
+    written the same way, and nothing is prepared."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("shared-a"))
+    committed.on_teardown(tenant_b, lambda: _forget_agent("shared-b"))
+
+    def turn(user: User, conversation: Conversation, content: str) -> tuple[list[str], Message]:
+        statements, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content=content)
+        )
+        _answered(answer, f"answer to {content}")
+        return statements, answer
+
+    def b_start() -> tuple[User, Conversation]:
+        agent = Agent.objects.create(name="Shared B", slug="shared-b", mode="chat")
+        agent_publish(agent=agent)
+        user = User.objects.get(email=owner_email("beta"))
+        return user, conversation_start(user=user, agent=agent)
+
+    def turns() -> dict:
+        connection.ensure_connection()
+        if not prepared:
+            connection.connection.prepare_threshold = None
+        a_user, a_conversation = _chat_agent("shared-a")
+        turn(a_user, a_conversation, "a1")  # reads the conversation: the agent's version is noted
+        a_second, _ = turn(a_user, a_conversation, "a2")
+        with tenant_context(tenant_b):
+            b_user, b_conversation = b_start()
+            turn(b_user, b_conversation, "b1")
+            b_second, b_answer = turn(b_user, b_conversation, "b2")
+            b_rows = Message.objects.filter(conversation=b_conversation).count()
+            b_input = AgentRun.objects.get(pk=b_answer.run_id).input
+        a_third, a_answer = turn(a_user, a_conversation, "a3")
+        return {
+            "statements": [a_second, b_second, a_third],
+            "prepared": _prepared_sends(),
+            "a_rows": Message.objects.filter(conversation=a_conversation).count(),
+            "a_input": AgentRun.objects.get(pk=a_answer.run_id).input,
+            "b_rows": b_rows,
+            "b_input": b_input,
+            "b_in_a": Message.objects.filter(conversation_id=b_conversation.pk).count(),
+        }
+
+    sent = committed.run(tenant_a, turns)
+
+    # back in A, the connection's search_path is set again before the statement
+    assert sent["statements"] == [["WITH"], ["WITH"], ["SET", "WITH"]]
+    assert sent["prepared"] == (1 if prepared else 0)
+    assert (sent["a_rows"], sent["b_rows"], sent["b_in_a"]) == (6, 4, 0)
+    assert [m["content"] for m in sent["a_input"]] == ["a1", "answer to a1", "a2", "answer to a2", "a3"]
+    assert [m["content"] for m in sent["b_input"]] == ["b1", "answer to b1", "b2"]
+
+
+def test_a_send_racing_another_answers_insert_is_refused_and_its_connection_sends_the_next(
+    committed: Any, tenant_a: Tenant, own_queue: str
+) -> None:
+    """Another answer is inserted and not yet committed when the send's prepared statement runs: the statement's
+    snapshot has no answer being written, so it writes, waits for that commit on the one-active-answer index, and
+    is refused by the constraint: busy, nothing written, and no second query. The connection's prepared statement
+    (prepared by a send to another conversation first) then sends the next turn as before."""
+    committed.on_teardown(tenant_a, lambda: _forget_agent("racing"))
+    user, conversation = committed.run(tenant_a, lambda: _chat_agent("racing"))
+    first = committed.run(
+        tenant_a, lambda: conversation_message_send(conversation=conversation, user=user, content="q1")
+    )
+    committed.run(tenant_a, lambda: _answered(first[1], "a1"))
+    inserted, other = threading.Event(), {}
+
+    def other_answer() -> None:
+        with transaction.atomic():
+            other["answer"] = Message.objects.create(
+                conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING
+            )
+            inserted.set()
+            with connection.cursor() as cursor:  # commit once the send waits on this row's lock
+                for _ in range(200):
+                    cursor.execute("SELECT pg_stat_clear_snapshot()")
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                    if cursor.fetchone()[0]:
+                        other["waited"] = True
+                        break
+                    time.sleep(0.02)
+
+    def sends() -> dict:
+        warm = conversation_start(user=user, agent=conversation.agent)  # the statement prepared on this connection
+        conversation_message_send(conversation=warm, user=user, content="first on this connection")
+        inserted.wait(timeout=10)
+        with CaptureQueriesContext(connection) as raced, pytest.raises(ApplicationError) as refused:
+            conversation_message_send(conversation=conversation, user=user, content="q2")
+        with CaptureQueriesContext(connection) as again, pytest.raises(ApplicationError):
+            conversation_message_send(conversation=conversation, user=user, content="q2")
+        _answered(other["answer"], "the other answer")
+        then, (_, answer) = _statements(
+            lambda: conversation_message_send(conversation=conversation, user=user, content="q3")
+        )
+        return {
+            "refused": refused.value.code,
+            "raced": _first_words(raced),
+            "again": _first_words(again)[:2],
+            "then": then,
+            "input": [m["content"] for m in AgentRun.objects.get(pk=answer.run_id).input],
+            "prepared": _prepared_sends(),
+        }
+
+    racer = threading.Thread(target=lambda: committed.run(tenant_a, other_answer))
+    racer.start()
+    sent = committed.run(tenant_a, sends)
+    racer.join()
+
+    assert other.get("waited") and sent["refused"] == "busy" and sent["raced"] == ["WITH"]
+    # the retry finds the other answer being written (the statement writes nothing, the reading path refuses it)
+    assert sent["again"] == ["WITH", "SELECT"]
+    assert sent["then"] == ["WITH"] and sent["prepared"] == 1
+    assert sent["input"] == ["q1", "a1", "the other answer", "q3"]

@@ -19,14 +19,62 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, ServerBindingCursor
+from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
+from django.db.backends.postgresql.psycopg_any import register_tzloader
+from django.db.backends.utils import CursorWrapper
 from django_tenants.postgresql_backend.base import DatabaseWrapper as TenantDatabaseWrapper
 from django_tenants.utils import get_limit_set_calls
-from psycopg.pq import TransactionStatus
+from psycopg.errors import DataError
+from psycopg.pq import Format, TransactionStatus
 
 APPLIED = "_nexent_search_path"  # the attribute on the psycopg connection: the search_path it has
 
 
+class PreparingCursor(ServerBindingCursor):
+    """psycopg's cursor with server-side binding (what Django's `server_side_binding` option uses for every
+    query), each statement prepared on its connection the first time it runs (psycopg keeps the last 100), unless
+    the connection's `prepare_threshold` is None (`DATABASE_PREPARED_STATEMENTS=false`)."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
+        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
+
+
+class DatabaseOperations(PostgresOperations):
+    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str | None:
+        if isinstance(cursor, PreparingCursor):  # bound on the server: shown as Django shows such queries
+            try:
+                return self.compose_sql(sql, params)
+            except DataError:
+                return None
+        return super().last_executed_query(cursor, sql, params)
+
+
 class DatabaseWrapper(TenantDatabaseWrapper):
+    ops_class = DatabaseOperations
+
+    def prepared_cursor(self) -> CursorWrapper:
+        """A cursor for a statement that runs often on a hot path, with many parameters: PostgreSQL parses and
+        plans it once per connection (and again when its search_path changes: each tenant's tables are its own),
+        and its parameters are sent apart from the SQL instead of quoted into it. For the chat send's statement
+        this took 1 ms from each send (slow vCPUs). Django's cursors bind on the client and prepare nothing (its
+        `server_side_binding` option would bind every query of the platform on the server).
+
+        Opened as Django opens its cursors (`_cursor`): the connection checked and opened, the cursor wrapped for
+        Django's query logging and execute wrappers, the tenant's search_path set."""
+        self.close_if_health_check_failed()
+        self.ensure_connection()
+        with self.wrap_database_errors:
+            cursor = PreparingCursor(self.connection)
+            # as Django's create_cursor: the cursor's time zone only when the connection's differs
+            if self.timezone != self.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
+                register_tzloader(self.timezone, cursor)
+            wrapped = self._prepare_cursor(cursor)
+        self._handle_search_path(wrapped)
+        return wrapped
+
     def _handle_search_path(self, cursor: Any = None) -> None:
         if self._setting_search_path or self.connection is None:
             super()._handle_search_path(cursor)
