@@ -392,7 +392,7 @@ class _RunRecorder:
         steps = self.steps_take()
         if steps:
             sql, params = insert_sql(RunStep, steps, returning=True)
-            with connection.cursor() as cursor:
+            with connection.prepared_cursor(at_once=False) as cursor:  # as the run's end (nexent_site.statements)
                 cursor.execute(sql, params)
                 marked_saved(steps, [row[0] for row in cursor.fetchall()])
 

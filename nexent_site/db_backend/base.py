@@ -1,4 +1,5 @@
-"""django-tenants' PostgreSQL backend, with the search_path remembered per physical connection.
+"""django-tenants' PostgreSQL backend, with the search_path remembered per physical connection, and prepared
+cursors for hot statements (`DatabaseWrapper.prepared_cursor`).
 
 django-tenants sets the connection's `search_path` again after every `set_tenant`, even to the schema the
 connection is already on. Every chat turn enters its tenant twice (the web's send, the worker's task) and each
@@ -33,13 +34,16 @@ APPLIED = "_nexent_search_path"  # the attribute on the psycopg connection: the 
 
 class PreparingCursor(ServerBindingCursor):
     """psycopg's cursor with server-side binding (what Django's `server_side_binding` option uses for every
-    query), each statement prepared on its connection the first time it runs (psycopg keeps the last 100), unless
-    the connection's `prepare_threshold` is None (`DATABASE_PREPARED_STATEMENTS=false`)."""
+    query). Its statements are prepared on the connection the first time they run (`prepare` True), or once they
+    have run `prepare_threshold` times (None); psycopg keeps the last 100. Nothing is prepared when the
+    connection's `prepare_threshold` is None (`DATABASE_PREPARED_STATEMENTS=false`)."""
+
+    prepare: bool | None = True
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
     ) -> Any:
-        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
+        return super().execute(query, params, prepare=self.prepare if prepare is None else prepare, binary=binary)
 
 
 class DatabaseOperations(PostgresOperations):
@@ -55,19 +59,25 @@ class DatabaseOperations(PostgresOperations):
 class DatabaseWrapper(TenantDatabaseWrapper):
     ops_class = DatabaseOperations
 
-    def prepared_cursor(self) -> CursorWrapper:
+    def prepared_cursor(self, *, at_once: bool = True) -> CursorWrapper:
         """A cursor for a statement that runs often on a hot path, with many parameters: PostgreSQL parses and
         plans it once per connection (and again when its search_path changes: each tenant's tables are its own),
         and its parameters are sent apart from the SQL instead of quoted into it. For the chat send's statement
         this took 1 ms from each send (slow vCPUs). Django's cursors bind on the client and prepare nothing (its
-        `server_side_binding` option would bind every query of the platform on the server).
+        `server_side_binding` option would bind every query of the platform on the server). `at_once`: prepared
+        by its first run; else once it ran `prepare_threshold` (5) times on the connection, for statements whose
+        SQL varies (as many rows as there are objects to write).
 
         Opened as Django opens its cursors (`_cursor`): the connection checked and opened, the cursor wrapped for
-        Django's query logging and execute wrappers, the tenant's search_path set."""
+        Django's query logging and execute wrappers, the tenant's search_path set. A statement's first run on a
+        connection takes one more round trip (psycopg prepares it first), as does its next run after a rollback:
+        psycopg deallocates a connection's prepared statements when it rolls back, or runs a `ROLLBACK TO
+        SAVEPOINT`, a `DROP` or an `ALTER` once it has some (the same object may be made anew)."""
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
             cursor = PreparingCursor(self.connection)
+            cursor.prepare = True if at_once else None
             # as Django's create_cursor: the cursor's time zone only when the connection's differs
             if self.timezone != self.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
                 register_tzloader(self.timezone, cursor)
