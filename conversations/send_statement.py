@@ -61,9 +61,13 @@ def _values(fields: list[Field], obj: Model) -> list[Any]:
     return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields]
 
 
+# the messages' field whose value is the statement's own `conversation` parameter, not one of theirs
+SHARED_FIELD = "conversation"
+
+
 def _message_placeholder(row: int, index: int, field: Field) -> str:
-    """The placeholder of message `row`'s value of its `index`th field; its conversation is the statement's."""
-    return "%(conversation)s" if field.name == "conversation" else f"%(m{row}_{index})s"
+    """The placeholder of message `row`'s value of its `index`th field (the shared field's: the statement's)."""
+    return f"%({SHARED_FIELD})s" if field.name == SHARED_FIELD else f"%(m{row}_{index})s"
 
 
 def _message_values(row: int, message: Message) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def _message_values(row: int, message: Message) -> dict[str, Any]:
     return {
         f"m{row}_{i}": value
         for i, (field, value) in enumerate(zip(fields, _values(fields, message), strict=True))
-        if field.name != "conversation"
+        if field.name != SHARED_FIELD
     }
 
 
