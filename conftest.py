@@ -330,9 +330,9 @@ def celery_worker(django_db_setup: None) -> Iterator[dict]:
 
 
 @contextmanager
-def asgi_process(queue: str) -> Iterator[dict]:
-    """A real ASGI server process (uvicorn: HTTP and websockets) on the test database and Redis, enqueuing
-    to `queue`; stopped on exit."""
+def asgi_process(queue: str, workers: int = 1) -> Iterator[dict]:
+    """A real ASGI server (uvicorn: HTTP and websockets; `workers` processes) on the test database and Redis,
+    enqueuing to `queue`; stopped on exit."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -348,7 +348,7 @@ def asgi_process(queue: str) -> Iterator[dict]:
     log_path.parent.mkdir(exist_ok=True)
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        web_server_command(port=port),  # as the Procfile runs it, with one worker process
+        web_server_command(port=port, workers=workers),  # as the Procfile runs it
         cwd=BASE_DIR,
         env=env,
         stdout=log_file,

@@ -43,7 +43,7 @@ def cpu_by_role() -> dict[str, float]:
     import psutil
 
     roles = {
-        "web": "uvicorn",
+        "web": "nexent_site.webserver",
         "worker": "celery",
         "postgres": "postgres",
         "redis": "redis",

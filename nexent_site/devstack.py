@@ -33,11 +33,11 @@ WEB_ENV = {"ASGI_THREADS": "10", "DATABASE_POOL": "true"}
 
 
 def web_server_command(*, port: int, workers: int = 1) -> list[str]:
-    """uvicorn serving HTTP and websockets on 127.0.0.1:`port`, with the Procfile's options."""
+    """The web server (nexent_site/webserver.py: uvicorn, HTTP and websockets) on 127.0.0.1:`port`, as the Procfile
+    runs it."""
     return [
-        *(sys.executable, "-m", "uvicorn", "nexent_site.asgi:application", "--host", "127.0.0.1"),
-        *("--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "httptools"),
-        *("--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off", "--no-access-log"),
+        *(sys.executable, "-m", "nexent_site.webserver", "--host", "127.0.0.1", "--port", str(port)),
+        *("--workers", str(workers), "--no-access-log"),
     ]
 
 
