@@ -43,7 +43,6 @@ def _wait(condition, timeout_s: float, what: str):  # type: ignore[no-untyped-de
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.django_db(transaction=True)
 def test_each_web_process_listens_on_its_own_socket_and_takes_a_share_of_connections_opened_together(
     celery_worker: dict,
 ) -> None:
