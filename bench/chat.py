@@ -98,7 +98,10 @@ async def direct_ttfts(base_url: str, shape: Shape) -> list[float]:
     """The fake model's own first-token times, called directly with the OpenAI client in the given shape."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+    # connecting may wait as long as the chats' websockets may (`connect`'s open_timeout): at 500 streams on slow
+    # vCPUs this process's loop took longer than the SDK's 5 s to finish some connections
+    timeout = openai.Timeout(600, connect=60)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=timeout)
 
     async def one() -> float:
         started = time.perf_counter()
