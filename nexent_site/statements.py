@@ -83,24 +83,30 @@ def update_sql(
     obj: Model, fields: Sequence[str], *, where: dict[str, Any] | None = None, returning: bool = False
 ) -> Sql:
     """The `UPDATE` of `obj`'s row with its values of `fields` (as `obj.save(update_fields=fields)` writes them),
-    only if its row also matches the lookups in `where` (`<field>` or `<field>__in`); returning its id if
-    `returning` (no row: not written).
+    only if its row also matches the lookups in `where`; returning its id if `returning` (no row: not written).
 
     Written here rather than by Django's `UpdateQuery` compiler, which cost a chat turn's end 6% of the worker's
     CPU at 50 chats for its two `UPDATE`s (slow vCPUs, 2026-12-06): the SQL is made once for each model, fields
     and lookups, and the values are prepared as Django's compiler prepares them (`get_db_prep_save` for what is
     written, the lookups' `get_prep_value` and `get_db_prep_value` for what is matched). Every value is a
     parameter, None included, and a list is one (`= ANY(%s)`), so the SQL is the same whatever the values: one
-    statement for PostgreSQL to prepare. A value that is an expression (`F()`, `Now()`) goes through Django's
-    compiler."""
+    statement for PostgreSQL to prepare. What it does not write itself goes through Django's compiler: a value
+    that is an expression (`F()`, `Now()`), and any lookup but equality with a value or membership of a list on a
+    column of the model's own (`status="x"`, `status__in=[…]`)."""
     model = type(obj)
-    written = [(field, field.pre_save(obj, False)) for field in _update_fields(model, tuple(fields))]
-    if any(hasattr(value, "resolve_expression") for _, value in written):
-        return _django_update_sql(obj, fields, where=where, returning=returning)
+    chosen = _plain_fields(model, tuple(fields))
+    written = [(field, field.pre_save(obj, False)) for field in chosen or ()]
     matched = [(model._meta.pk, "exact", obj.pk)]
     for lookup, value in (where or {}).items():
         name, _, kind = lookup.partition("__")
-        matched.append((model._meta.get_field(name), kind or "exact", value))
+        field = model._meta.pk if name == "pk" else model._meta.get_field(name)
+        matched.append((field, kind or "exact", value))
+    if (
+        chosen is None
+        or any(hasattr(value, "resolve_expression") for _, value in written)
+        or not all(_plain_lookup(field, kind, value) for field, kind, value in matched)
+    ):
+        return _django_update_sql(obj, fields, where=where, returning=returning)
     sql = _update_template(model, tuple(fields), tuple((field, kind) for field, kind, _ in matched), returning)
     params = [field.get_db_prep_save(value, connection) for field, value in written]
     for field, kind, value in matched:
@@ -112,12 +118,25 @@ def update_sql(
 
 
 @functools.cache
-def _update_fields(model: type[Model], names: tuple[str, ...]) -> list[Field]:
+def _plain_fields(model: type[Model], names: tuple[str, ...]) -> list[Field] | None:
+    """The fields named `names`, or None if any is one Django's compiler writes its own way (a placeholder of its
+    own, not a column)."""
     fields = [model._meta.get_field(name) for name in names]
-    custom = [f.name for f in fields if hasattr(f, "get_placeholder") or not f.concrete]
-    if custom:  # not written by hand: Django's compiler writes these with a placeholder of their own
-        raise TypeError(f"{model.__name__} fields not written by update_sql: {custom}")
-    return fields
+    return None if any(hasattr(f, "get_placeholder") or not f.concrete for f in fields) else fields
+
+
+def _plain_lookup(field: Field, kind: str, value: Any) -> bool:
+    """Whether `update_sql` writes this lookup itself: equality with a value, or membership of a list of values,
+    on a column (Django writes `= None` as `IS NULL`, and reads a model instance for its key)."""
+
+    def plain(item: Any) -> bool:
+        return item is not None and not isinstance(item, Model) and not hasattr(item, "resolve_expression")
+
+    if not field.concrete or field.is_relation:
+        return False
+    if kind == "in":
+        return isinstance(value, list | tuple) and all(plain(item) for item in value)
+    return kind == "exact" and plain(value)
 
 
 @functools.cache
@@ -126,12 +145,8 @@ def _update_template(
 ) -> str:
     q = connection.ops.quote_name
     table = q(model._meta.db_table)
-    conditions = []
-    for field, kind in matched:
-        if kind not in ("exact", "in"):
-            raise TypeError(f"update_sql matches by equality or a list, not __{kind}")
-        conditions.append(f"{table}.{q(field.column)} {'= ANY(%s)' if kind == 'in' else '= %s'}")
-    assignments = ", ".join(f"{q(field.column)} = %s" for field in _update_fields(model, names))
+    conditions = [f"{table}.{q(field.column)} {'= ANY(%s)' if kind == 'in' else '= %s'}" for field, kind in matched]
+    assignments = ", ".join(f"{q(field.column)} = %s" for field in _plain_fields(model, names) or ())
     sql = f"UPDATE {table} SET {assignments} WHERE {' AND '.join(conditions)}"
     return sql + f" RETURNING {table}.{q(model._meta.pk.column)}" if returning else sql
 

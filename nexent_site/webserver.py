@@ -3,9 +3,10 @@ process, so that the kernel spreads connections evenly over the processes.
 
 Why not `uvicorn --workers N`: that binds one socket in the supervisor and shares it with every process, and
 whichever process wakes first takes the next connection. Connections that arrive together then go mostly to one
-process. Measured in the chat benchmark (2026-12-06, two processes, 2 vCPUs): 45 of 50 websockets were on one
-process and 5 on the other, and another run split them 33 / 17. A websocket stays on the process that accepted it
-for as long as the page is open, so that process relays most of the chats while the other idles.
+process. Counted in the chat benchmark (2026-12-06, two processes, 2 vCPUs): 45 of the 50 websockets of its
+measured phase were on one process and 5 on the other (33 / 17 in its warm-up round). A websocket stays on the
+process that accepted it for as long as the page is open, so that process relays most of the chats while the
+other idles.
 
 Here each process binds its own socket to the same address with SO_REUSEPORT (Linux 3.9 and later), and the
 kernel hands each new connection to one of the listening sockets by a hash of its addresses: an even share over

@@ -87,6 +87,17 @@ def test_the_sql_is_the_same_whatever_the_values_so_one_statement_is_prepared(te
         assert sql_of[0] == sql_of[1]
 
 
+def test_a_lookup_it_does_not_write_itself_matches_as_djangos_does(tenant_a: Tenant) -> None:
+    with tenant_context(tenant_a):
+        agent = Agent.objects.create(name="Null", slug="null")
+        unfinished, finished = _run(agent), _run(agent, finished_at=timezone.now())
+        for run in (unfinished, finished):
+            run.output = "closed"
+            # `finished_at=None` is `IS NULL` (Django's compiler writes it), a foreign key matched by its instance
+            _execute(update_sql(run, ["output"], where={"finished_at": None, "agent": agent}))
+        assert (_stored(unfinished)["output"], _stored(finished)["output"]) == ("closed", "")
+
+
 def test_an_expression_value_is_written_through_djangos_compiler(tenant_a: Tenant) -> None:
     with tenant_context(tenant_a):
         agent = Agent.objects.create(name="Expression", slug="expression")
