@@ -65,7 +65,7 @@ def _insert_template(model: type[Model], rows: int, returning: bool, ignore_conf
     sql = f"INSERT INTO {table} ({', '.join(q(f.column) for f in fields)}) VALUES {', '.join([row] * rows)}"
     if ignore_conflicts:
         sql += " ON CONFLICT DO NOTHING"
-    return sql + f" RETURNING {table}.{q(model._meta.pk.column)}" if returning else sql
+    return sql + _returning(model) if returning else sql
 
 
 def _django_insert_sql(
@@ -148,7 +148,13 @@ def _update_template(
     conditions = [f"{table}.{q(field.column)} {'= ANY(%s)' if kind == 'in' else '= %s'}" for field, kind in matched]
     assignments = ", ".join(f"{q(field.column)} = %s" for field in _plain_fields(model, names) or ())
     sql = f"UPDATE {table} SET {assignments} WHERE {' AND '.join(conditions)}"
-    return sql + f" RETURNING {table}.{q(model._meta.pk.column)}" if returning else sql
+    return sql + _returning(model) if returning else sql
+
+
+def _returning(model: type[Model]) -> str:
+    """The clause that returns the id of each row written."""
+    q = connection.ops.quote_name
+    return f" RETURNING {q(model._meta.db_table)}.{q(model._meta.pk.column)}"
 
 
 def _lookup_value(field: Field, value: Any) -> Any:
@@ -167,9 +173,7 @@ def _django_update_sql(
     for lookup, value in (where or {}).items():
         query.add_filter(lookup, value)
     sql, params = query.get_compiler(connection=connection).as_sql()
-    if returning:
-        sql += f" RETURNING {connection.ops.quote_name(model._meta.pk.column)}"
-    return sql, tuple(params)
+    return (sql + _returning(model) if returning else sql), tuple(params)
 
 
 def marked_saved(objs: Sequence[Model], ids: Sequence[Any]) -> None:
@@ -191,7 +195,7 @@ def insert_where_sql(model: type[Model], objs: Sequence[Model], *, where: str, r
         f"INSERT INTO {q(model._meta.db_table)} ({', '.join(q(f.column) for f in fields)})"
         f" SELECT * FROM (VALUES {', '.join([row] * len(objs))}) AS v WHERE {where}"
     )
-    return (sql + f" RETURNING {q(model._meta.pk.column)}" if returning else sql), params
+    return (sql + _returning(model) if returning else sql), params
 
 
 class Statement:

@@ -45,7 +45,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except BaseException:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
