@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 import openai
-from httpx_sse import EventSource
+from httpx_sse import connect_sse
 
 PING_MESSAGE = "Reply with the single word: pong"
 
@@ -69,10 +69,19 @@ class ProviderConfig:
         )
 
 
-_clients: dict[tuple, openai.OpenAI] = {}
-_clients_lock = threading.Lock()
-# What to call once the request being sent in this thread is out (see `chat_stream`'s `on_sent`)
-_on_sent: ContextVar[Callable[[], None] | None] = ContextVar("nexent_on_sent", default=None)
+@dataclass(frozen=True)
+class _Endpoint:
+    """A provider setting's clients: the OpenAI SDK's, and the HTTP client under it, with what a chat request
+    sent by that HTTP client directly needs (`chat_stream`)."""
+
+    client: openai.OpenAI
+    http: httpx2.Client
+    chat_url: str
+    headers: dict[str, str]
+
+
+_endpoints: dict[tuple, _Endpoint] = {}
+_endpoints_lock = threading.Lock()
 
 
 class _SentTrace:
@@ -88,30 +97,36 @@ class _SentTrace:
             callback()
 
 
-def _trace_when_sent(request: httpx2.Request) -> None:
-    """The clients' request hook: a request sent with an `on_sent` callback gets a trace that calls it."""
-    callback = _on_sent.get()
-    if callback is not None:
-        request.extensions["trace"] = _SentTrace(callback)
-
-
-def client_for(config: ProviderConfig) -> openai.OpenAI:
-    """A client per provider setting, shared by the process's threads (making one costs 20-40 ms)."""
+def _endpoint_for(config: ProviderConfig) -> _Endpoint:
+    """The clients of a provider setting, shared by the process's threads (making one costs 20-40 ms)."""
     key = (config.base_url, config.api_key, config.timeout_s, tuple(sorted((config.headers or {}).items())))
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            if len(_clients) > 256:
-                _clients.clear()
-            client = _clients[key] = openai.OpenAI(
+    with _endpoints_lock:
+        endpoint = _endpoints.get(key)
+        if endpoint is None:
+            if len(_endpoints) > 256:
+                _endpoints.clear()
+            http = openai.DefaultHttpxClient()
+            client = openai.OpenAI(
                 base_url=config.base_url,
                 api_key=config.api_key or "not-needed",
                 timeout=config.timeout_s,
                 max_retries=0,
                 default_headers=config.headers or None,
-                http_client=openai.DefaultHttpxClient(event_hooks={"request": [_trace_when_sent]}),
+                http_client=http,
             )
-    return client
+            endpoint = _endpoints[key] = _Endpoint(
+                client=client,
+                http=http,
+                chat_url=f"{str(client.base_url).rstrip('/')}/chat/completions",
+                # as the SDK authenticates, with the provider's own headers (which may replace it)
+                headers={"Authorization": f"Bearer {client.api_key}", **(config.headers or {})},
+            )
+    return endpoint
+
+
+def client_for(config: ProviderConfig) -> openai.OpenAI:
+    """The OpenAI client of a provider setting, shared by the process's threads."""
+    return _endpoint_for(config).client
 
 
 def describe_error(exc: BaseException, config: ProviderConfig) -> ProviderError:
@@ -132,71 +147,103 @@ def describe_error(exc: BaseException, config: ProviderConfig) -> ProviderError:
             f"the connection to {config.base_url} broke before the answer was finished ({type(exc).__name__})",
             code="unreachable",
         )
-    if isinstance(exc, openai.AuthenticationError):
-        return ProviderError(f"authentication failed (401): {_status_text(exc)}", code="unauthorized")
-    if isinstance(exc, openai.RateLimitError):
-        return ProviderError(f"rate limited (429): {_status_text(exc)}", code="rate_limited")
     if isinstance(exc, openai.APIStatusError):
-        code = "server_error" if exc.status_code >= 500 else "http_error"
-        return ProviderError(f"HTTP {exc.status_code} from provider: {_status_text(exc)}", code=code)
+        return _status_error(exc.status_code, exc.body, str(exc.message))
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | ValueError | KeyError | TypeError):
         return ProviderError(f"malformed response from provider: {str(exc)[:200]}", code="malformed")
     return ProviderError(f"{type(exc).__name__}: {str(exc)[:300]}")
 
 
-def _status_text(exc: openai.APIStatusError) -> str:
-    body = exc.body
+def _status_error(status: int, body: Any, fallback: str) -> ProviderError:
+    """The ProviderError for an HTTP error answer: its status, and the provider's message from its body (OpenAI's
+    `{"error": {"message": …}}`, or the body's `error` text), else `fallback`."""
+    text = fallback
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-        if isinstance(error, str):
-            return error[:300]
-    return str(exc.message)[:300]
+            text = str(error["message"])
+        elif isinstance(error, str):
+            text = error
+    text = text[:300]
+    if status == 401:
+        return ProviderError(f"authentication failed (401): {text}", code="unauthorized")
+    if status == 429:
+        return ProviderError(f"rate limited (429): {text}", code="rate_limited")
+    code = "server_error" if status >= 500 else "http_error"
+    return ProviderError(f"HTTP {status} from provider: {text}", code=code)
+
+
+def _status_error_of(response: httpx2.Response) -> ProviderError:
+    """`_status_error` for a streamed request's error answer (read here, at most 64 KB of it)."""
+    raw = b""
+    for part in response.iter_bytes():
+        raw += part
+        if len(raw) > 65_536:
+            break
+    try:
+        body: Any = json.loads(raw)
+    except ValueError:
+        body = None
+    text = raw.decode("utf-8", "replace").strip() or response.reason_phrase
+    return _status_error(response.status_code, body, f"Error code: {response.status_code} - {text}")
 
 
 def chat_stream(config: ProviderConfig, *, on_sent: Callable[[], None] | None = None, **params: Any) -> Iterator[dict]:
     """A streamed chat completion (`params` as for `chat.completions.create`), chunk by chunk as plain dicts.
 
-    Sent by the provider's OpenAI client (its base URL, key, headers and timeout, and the SDK's exceptions for
-    HTTP and connection failures, which `describe_error` reads), but read as server-sent events without the
-    SDK's typed chunk objects: building one per token, and type-walking the request, cost a chat turn 22 ms of
-    CPU against 8 ms this way (40 tokens, slow vCPUs). An error the provider reports mid-stream is raised as
-    `openai.APIError`, as the SDK's own stream does. Close the iterator to drop the connection early.
+    Sent by the HTTP client under the provider's OpenAI client (its connections, with the SDK's base URL, key and
+    headers, and the provider's timeout) as a request for server-sent events (httpx-sse), and read without the SDK's
+    typed chunk objects: building one per token, and type-walking the request, cost a chat turn 22 ms of CPU against
+    8 ms this way (40 tokens, slow vCPUs); the SDK's building of the request took another 0.3-0.4 ms of each turn's
+    CPU, on the way to the first token. Failures are raised as `describe_error` words them: a `ProviderError` when
+    the request could not be sent or was answered with an HTTP error; the HTTP library's own exception when the
+    connection breaks mid-answer, and `openai.APIError` for an error the provider reports mid-stream (as the SDK's
+    own stream does). Close the iterator to drop the connection early.
 
     `on_sent` is called in this thread (on the first `next()`) once the request is out, before the answer is
     waited for: what it does takes no time from the answer while the provider works on it. Whatever it raises is
     raised once the response has begun (the connection dropped). It is not called when the request could not be
     sent."""
     body = {"model": config.model, **params, "stream": True}
+    endpoint = _endpoint_for(config)
     raised: list[BaseException] = []
 
     def sent() -> None:
         try:
             on_sent()  # type: ignore[misc]
-        except Exception as exc:  # not through httpcore and the SDK, which would take it for a connection failure
+        except Exception as exc:  # not through httpcore, which would take it for a connection failure
             raised.append(exc)
 
-    token = _on_sent.set(sent if on_sent is not None else None)
+    stack = ExitStack()
+    request = connect_sse(
+        endpoint.http,
+        "POST",
+        endpoint.chat_url,
+        json=body,
+        headers=dict(endpoint.headers),
+        timeout=config.timeout_s,
+        extensions={"trace": _SentTrace(sent)} if on_sent is not None else None,
+    )
     try:
-        response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body, stream=True)
-    finally:
-        _on_sent.reset(token)
-    if raised:
-        response.close()
-        raise raised[0]
-    try:
-        for event in EventSource(response).iter_sse():
+        events = stack.enter_context(request)
+    except httpx2.TimeoutException as exc:
+        raise describe_error(exc, config) from None
+    except httpx2.HTTPError as exc:  # no answer begun: not sent, or the connection dropped before any answer
+        raise ProviderError(f"cannot connect to {config.base_url}: {type(exc).__name__}", code="unreachable") from None
+    with stack:  # the connection closed however this ends (a stop closes the iterator mid-answer)
+        if raised:
+            raise raised[0]
+        if events.response.status_code >= 400:
+            raise _status_error_of(events.response)
+        for event in events.iter_sse():
             if event.data.startswith("[DONE]"):
                 return
             chunk = json.loads(event.data)
             if isinstance(chunk, dict) and chunk.get("error"):
                 error = chunk["error"]
-                message = error.get("message") if isinstance(error, dict) else str(error)
-                raise openai.APIError(str(message or "the provider reported an error"), response.request, body=error)
+                message = str((error.get("message") if isinstance(error, dict) else error) or "")
+                raise openai.APIError(message or "the provider reported an error", events.response.request, body=error)
             yield chunk
-    finally:
-        response.close()
 
 
 def chat_complete(config: ProviderConfig, **params: Any) -> dict:
