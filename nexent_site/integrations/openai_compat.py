@@ -188,6 +188,13 @@ def _status_error_of(response: httpx2.Response) -> ProviderError:
     return _status_error(response.status_code, body, f"Error code: {response.status_code} - {text}")
 
 
+def _not_answered(exc: httpx2.HTTPError, config: ProviderConfig) -> ProviderError:
+    """A request that got no answer: not sent (no connection), timed out, or dropped before any answer began."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return describe_error(exc, config)
+    return ProviderError(f"cannot connect to {config.base_url}: {type(exc).__name__}", code="unreachable")
+
+
 def chat_stream(config: ProviderConfig, *, on_sent: Callable[[], None] | None = None, **params: Any) -> Iterator[dict]:
     """A streamed chat completion (`params` as for `chat.completions.create`), chunk by chunk as plain dicts.
 
@@ -226,10 +233,8 @@ def chat_stream(config: ProviderConfig, *, on_sent: Callable[[], None] | None = 
     )
     try:
         events = stack.enter_context(request)
-    except httpx2.TimeoutException as exc:
-        raise describe_error(exc, config) from None
-    except httpx2.HTTPError as exc:  # no answer begun: not sent, or the connection dropped before any answer
-        raise ProviderError(f"cannot connect to {config.base_url}: {type(exc).__name__}", code="unreachable") from None
+    except httpx2.HTTPError as exc:
+        raise _not_answered(exc, config) from None
     with stack:  # the connection closed however this ends (a stop closes the iterator mid-answer)
         if raised:
             raise raised[0]
@@ -248,10 +253,16 @@ def chat_stream(config: ProviderConfig, *, on_sent: Callable[[], None] | None = 
 
 def chat_complete(config: ProviderConfig, **params: Any) -> dict:
     """A chat completion (`params` as for `chat.completions.create`, not streamed) as the provider's plain JSON.
-    Sent like `chat_stream`, by the provider's OpenAI client (its URL, key, headers, timeout and exceptions),
-    without the SDK's typed request walk and response objects: for small calls made often (titles)."""
+    Sent like `chat_stream`, by the HTTP client under the provider's OpenAI client, without the SDK's typed request
+    walk and response objects: for small calls made often (titles). Failures are `ProviderError`s."""
+    endpoint = _endpoint_for(config)
     body = {"model": config.model, **params}
-    response = client_for(config).post("/chat/completions", cast_to=httpx2.Response, body=body)
+    try:
+        response = endpoint.http.post(endpoint.chat_url, json=body, headers=endpoint.headers, timeout=config.timeout_s)
+    except httpx2.HTTPError as exc:
+        raise _not_answered(exc, config) from None
+    if response.status_code >= 400:
+        raise _status_error_of(response)
     try:
         return response.json()
     except ValueError:
