@@ -20,9 +20,9 @@ from django.db.models.functions import JSONObject
 from django.utils import timezone
 
 from accounts.models import User
-from agents.models import TERMINAL_STATUSES, Agent, AgentRun, ProviderKind, RunStatus
+from agents.models import TERMINAL_STATUSES, Agent, AgentRun, RunStatus
 from agents.runtime.streams import group_send_sync
-from agents.services.providers import provider_config, provider_or_default
+from agents.services.providers import chat_provider_configs
 from agents.services.runs import run_cancel, run_handoff, run_prepare
 from conversations.models import Attachment, Citation, Conversation, Message, MessageUnit
 from conversations.send_statement import published_version_known, published_version_remember, turn_send_checked
@@ -669,9 +669,11 @@ def conversation_title_ensure(*, conversation_id: str, provider_id: int | None =
     if first is None:
         return ""
     title = " ".join(first.split()[:8])[:80]  # unless the model suggests a better one
-    provider = provider_or_default(provider_id, ProviderKind.CHAT)
-    if provider is not None:
-        config = provider_config(provider)
+    # as the runs find theirs: cached in this process while the tenant's providers are unchanged (no query, and no
+    # key to decrypt, per title)
+    configs = chat_provider_configs({provider_id} if provider_id else set())
+    config = configs.get(str(provider_id)) or configs.get("default")
+    if config is not None:
         try:
             completion = chat_complete(
                 config,

@@ -113,14 +113,6 @@ def provider_default(kind: str) -> ModelProvider | None:
     return ModelProvider.objects.filter(kind=kind, is_default=True).first()
 
 
-def provider_or_default(provider_id: int | None, kind: str) -> ModelProvider | None:
-    """The provider `provider_id` of this kind, else (none given, or gone) the tenant's default one; one query."""
-    if not provider_id:
-        return provider_default(kind)
-    candidates = ModelProvider.objects.filter(Q(pk=provider_id) | Q(is_default=True), kind=kind)
-    return min(candidates, key=lambda provider: provider.pk != provider_id, default=None)
-
-
 def builtin_provider_settings() -> list[dict]:
     """The providers a new tenant gets: the bundled local models, or those named by LLM_* / EMBEDDING_*."""
     chat = {

@@ -270,6 +270,47 @@ def test_a_title_comes_from_the_chat_model_else_from_the_first_words(tenant_a: T
         }
 
 
+def test_titles_ask_the_provider_as_it_is_now_without_reading_it_for_each_title(
+    tenant_a: Tenant, fake_llm: FakeOpenAI
+) -> None:
+    """Titles take the provider from the process's cache of the tenant's providers (as runs do): no query for it per
+    title, and a provider changed since is asked as it is now. The local OpenAI-compatible test server stands in
+    for the provider."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_title_ensure
+    from nexent_site.testing.fake_openai import Reply
+
+    with tenant_context(tenant_a):
+        provider = make_provider(fake_llm, is_default=True)
+        agent = Agent.objects.create(name="Titler", slug="titler", chat_provider=provider)
+        user = User.objects.get(email=owner_email("alpha"))
+
+        def untitled(first: str) -> str:
+            made = Conversation.objects.create(user=user, agent=agent)
+            Message.objects.create(conversation=made, role=Message.Role.USER, content=first)
+            return str(made.pk)
+
+        first, second, third, fourth = (untitled(f"Question number {n} about budgets") for n in range(4))
+        fake_llm.script(*(Reply(content=f"Title {n}", title=True) for n in range(4)))
+
+        assert conversation_title_ensure(conversation_id=first, provider_id=provider.pk) == "Title 0"
+        with CaptureQueriesContext(connection) as queries:
+            assert conversation_title_ensure(conversation_id=second, provider_id=provider.pk) == "Title 1"
+        assert not [q for q in queries.captured_queries if "agents_modelprovider" in q["sql"]]
+
+        provider.model_name = "renamed-model"
+        provider.save()
+        assert conversation_title_ensure(conversation_id=third, provider_id=provider.pk) == "Title 2"
+        # a provider gone: the tenant's default one
+        assert conversation_title_ensure(conversation_id=fourth, provider_id=provider.pk + 1000) == "Title 3"
+
+    models = [body["model"] for body in fake_llm.chat_requests()]
+    assert models == ["fake-model", "fake-model", "renamed-model", "renamed-model"]
+
+
 def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
     tenant_a: Tenant, tenant_b: Tenant, fake_llm: FakeOpenAI
 ) -> None:
