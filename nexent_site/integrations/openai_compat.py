@@ -74,10 +74,10 @@ class _Endpoint:
     """A provider setting's clients: the OpenAI SDK's, and the HTTP client under it, with what a chat request
     sent by that HTTP client directly needs (`chat_stream`)."""
 
-    client: openai.OpenAI
-    http: httpx2.Client
+    client: openai.OpenAI = field(repr=False)
+    http: httpx2.Client = field(repr=False)
     chat_url: str
-    headers: dict[str, str]
+    headers: dict[str, str] = field(repr=False)  # the key among them: never shown
 
 
 _endpoints: dict[tuple, _Endpoint] = {}
@@ -174,7 +174,7 @@ def _status_error(status: int, body: Any, fallback: str) -> ProviderError:
 
 
 def _status_error_of(response: httpx2.Response) -> ProviderError:
-    """`_status_error` for a streamed request's error answer (read here, at most 64 KB of it)."""
+    """`_status_error` for an HTTP error answer, whole or streamed (its body read here, at most 64 KB of it)."""
     raw = b""
     for part in response.iter_bytes():
         raw += part

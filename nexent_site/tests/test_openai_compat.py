@@ -87,3 +87,15 @@ def test_a_provider_that_does_not_answer_in_time_is_a_timeout(fake_llm: FakeOpen
 
     assert failure.value.code == "timeout"
     assert failure.value.message == f"timed out after 0.5s waiting for {fake_llm.base_url}"
+
+
+def test_a_providers_clients_never_show_its_key() -> None:
+    """What a traceback or a log line could print of the clients kept per provider setting."""
+    from nexent_site.integrations.openai_compat import _endpoint_for
+
+    config = ProviderConfig(kind="chat", base_url="http://127.0.0.1:9/v1", model="m", api_key="sk-do-not-print-me")
+
+    shown = repr(_endpoint_for(config)) + repr(config)
+
+    assert "sk-do-not-print-me" not in shown
+    assert "http://127.0.0.1:9/v1/chat/completions" in shown
