@@ -311,6 +311,35 @@ def test_titles_ask_the_provider_as_it_is_now_without_reading_it_for_each_title(
     assert models == ["fake-model", "fake-model", "renamed-model", "renamed-model"]
 
 
+def test_a_title_in_tenant_b_never_asks_tenant_a_provider(
+    tenant_a: Tenant, tenant_b: Tenant, fake_llm: FakeOpenAI
+) -> None:
+    """The process's cache of providers is the tenant's own: B's title, even naming A's provider's id, asks B's
+    provider (the local OpenAI-compatible test server stands in for both)."""
+    from agents.tests.fixtures import make_provider
+    from conversations.services import conversation_title_ensure
+    from nexent_site.testing.fake_openai import Reply
+
+    def untitled(tenant: Tenant, slug: str, model: str) -> tuple[str, int]:
+        with tenant_context(tenant):
+            provider = make_provider(fake_llm, model_name=model, is_default=True)
+            agent = Agent.objects.create(name="Titler", slug="titler", chat_provider=provider)
+            made = Conversation.objects.create(user=User.objects.get(email=owner_email(slug)), agent=agent)
+            Message.objects.create(conversation=made, role=Message.Role.USER, content=f"A question in {slug}")
+            return str(made.pk), provider.pk
+
+    theirs, their_provider = untitled(tenant_a, "alpha", "model-of-a")
+    mine, _ = untitled(tenant_b, "beta", "model-of-b")
+    fake_llm.script(Reply(content="A's title", title=True), Reply(content="B's title", title=True))
+
+    with tenant_context(tenant_a):
+        assert conversation_title_ensure(conversation_id=theirs, provider_id=their_provider) == "A's title"
+    with tenant_context(tenant_b):
+        assert conversation_title_ensure(conversation_id=mine, provider_id=their_provider) == "B's title"
+
+    assert [body["model"] for body in fake_llm.chat_requests()] == ["model-of-a", "model-of-b"]
+
+
 def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
     tenant_a: Tenant, tenant_b: Tenant, fake_llm: FakeOpenAI
 ) -> None:
