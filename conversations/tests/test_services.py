@@ -10,7 +10,7 @@ import pytest
 from django_tenants.utils import tenant_context
 
 from accounts.models import User
-from agents.models import Agent, AgentRun, RunStatus, RunStep
+from agents.models import Agent, AgentRun, ModelProvider, RunStatus, RunStep
 from conftest import owner_email
 from conversations.models import Conversation, Message
 from conversations.services import (
@@ -284,7 +284,7 @@ def test_titles_ask_the_provider_as_it_is_now_without_reading_it_for_each_title(
     from nexent_site.testing.fake_openai import Reply
 
     with tenant_context(tenant_a):
-        provider = make_provider(fake_llm, is_default=True)
+        provider = make_provider(fake_llm, name="Titles", is_default=True)
         agent = Agent.objects.create(name="Titler", slug="titler", chat_provider=provider)
         user = User.objects.get(email=owner_email("alpha"))
 
@@ -322,7 +322,7 @@ def test_a_title_in_tenant_b_never_asks_tenant_a_provider(
 
     def untitled(tenant: Tenant, slug: str, model: str) -> tuple[str, int]:
         with tenant_context(tenant):
-            provider = make_provider(fake_llm, model_name=model, is_default=True)
+            provider = make_provider(fake_llm, name=f"Titles of {slug}", model_name=model, is_default=True)
             agent = Agent.objects.create(name="Titler", slug="titler", chat_provider=provider)
             made = Conversation.objects.create(user=User.objects.get(email=owner_email(slug)), agent=agent)
             Message.objects.create(conversation=made, role=Message.Role.USER, content=f"A question in {slug}")
@@ -336,8 +336,12 @@ def test_a_title_in_tenant_b_never_asks_tenant_a_provider(
         assert conversation_title_ensure(conversation_id=theirs, provider_id=their_provider) == "A's title"
     with tenant_context(tenant_b):
         assert conversation_title_ensure(conversation_id=mine, provider_id=their_provider) == "B's title"
+        # B's own provider of that id if it has one (ids are each schema's own), else B's default
+        same_id = ModelProvider.objects.filter(pk=their_provider, kind="chat").first()
+        expected = same_id.model_name if same_id else "model-of-b"
 
-    assert [body["model"] for body in fake_llm.chat_requests()] == ["model-of-a", "model-of-b"]
+    assert [body["model"] for body in fake_llm.chat_requests()] == ["model-of-a", expected]
+    assert expected != "model-of-a"
 
 
 def test_a_title_task_in_tenant_b_cannot_title_tenant_a_conversation(
